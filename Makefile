@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make book   - set up, run the main job on the built-in data, build the book
+#   make test   - set up, run every test (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: setup system-deps test book reproduce clean constraints
+
+setup: system-deps $(STAMP)
+
+# Debian packages: ffmpeg (mp3/m4a fallback decoder), libsndfile, chromium (browser tests).
+system-deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ldconfig -p 2>/dev/null | grep -q libsndfile || missing="$$missing libsndfile1"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; fi; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+reproduce: setup
+	$(PY) -m thesis_lib reproduce --out runs/reproduce
+
+book: setup
+	$(PY) -m thesis_lib reproduce --out runs/reproduce
+
+clean:
+	rm -rf _build runs .pytest_cache
+
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from thesis_lib.checkpoint import CheckpointError, load_model, save_model
+from thesis_lib.data import split_dataset
+from thesis_lib.model import StyleNet
+from thesis_lib.train import TrainSettings, evaluate, resume, select_device, train
+
+SMALL = dict(learning_rate=0.001, batch_size=4, device="cpu")
+
+
+def test_training_reduces_loss_and_learns(toy_prepared, tmp_path):
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    result = train(toy_prepared, sp, TrainSettings(epochs=8, **SMALL), tmp_path, progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test_accuracy", "track_accuracy", "test_loss", "styles", "n_train", "n_test", "device",
+                "confusion", "epochs", "learning_rate", "batch_size", "per_style_accuracy"):
+        assert key in m
+    assert m["n_train"] == 12 and m["n_test"] == 4 and m["device"] == "cpu"
+    assert [e["epoch"] for e in m["epochs"]] == list(range(1, 9)) and all(e["seconds"] > 0 for e in m["epochs"])
+    assert np.sum(m["confusion"]) == 4
+    assert m["test_accuracy"] == 1.0  # hum against whistle is easy
+
+
+def test_seeded_cpu_run_repeats_exactly(toy_prepared):
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    a = train(toy_prepared, sp, TrainSettings(epochs=2, seed=7, **SMALL), progress=False)
+    b = train(toy_prepared, sp, TrainSettings(epochs=2, seed=7, **SMALL), progress=False)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_resume_matches_uninterrupted_run(toy_prepared, tmp_path):
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    full = train(toy_prepared, sp, TrainSettings(epochs=3, seed=1, **SMALL), tmp_path / "full", progress=False)
+    train(toy_prepared, sp, TrainSettings(epochs=1, seed=1, **SMALL), tmp_path / "part", progress=False)
+    resumed = resume(tmp_path / "part", progress=False, epochs=3, log=lambda m: None)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    for va, vb in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb)
+
+
+def test_track_accuracy_votes_per_track(toy_prepared):
+    sp = split_dataset(toy_prepared, 4, 4, split="track", seed=0)
+    model = StyleNet(2).eval()
+    labels = np.array([sp.styles.index(toy_prepared.styles[s]) for s in toy_prepared.style_of[sp.test]])
+    m = evaluate(model, toy_prepared, sp.test, labels, sp.styles)
+    assert m["n_test_tracks"] == len(set(toy_prepared.track_of[sp.test]))
+    assert 0 <= m["track_accuracy"] <= 1 and np.sum(m["confusion"]) == len(sp.test)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    torch.manual_seed(0)
+    model = StyleNet(3).eval()
+    path = save_model(model, ["a", "b", "c"], tmp_path / "m.pt")
+    loaded, styles, ckpt = load_model(path)
+    assert styles == ["a", "b", "c"] and ckpt["config"]["clip_samples"] == 40000
+    x = torch.randn(2, 40000)
+    assert torch.equal(model(x), loaded(x))
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
+
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="damaged.pt.*not a readable checkpoint"):
+        load_model(damaged)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a thesis_lib checkpoint"):
+        load_model(foreign)
+    ckpt["architecture"]["convs"][0] = [16, 8, 2]
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    with pytest.raises(CheckpointError, match="architecture"):
+        load_model(other)
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            select_device("cuda")

@@ -1,0 +1,84 @@
+"""Saving and loading trained models, safely.
+
+A checkpoint is a plain dict of tensors and simple values, so it loads with
+``torch.load(..., weights_only=True)`` (no pickled code runs). It carries the
+architecture, the thesis config and the style names, so a model always knows
+what it was trained on. Files are written to a temporary name and renamed,
+so an interrupted save never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ThesisConfig
+from .model import StyleNet
+
+FORMAT = "thesis_lib.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the cause."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def model_state(model: StyleNet, styles: list[str], **extra: Any) -> dict[str, Any]:
+    """Everything needed to rebuild ``model``: weights, architecture, config, styles."""
+    if len(styles) != model.n_styles:
+        raise ValueError(f"{len(styles)} style names for a model with {model.n_styles} outputs")
+    return {"format": FORMAT, "architecture": model.architecture(),
+            "config": model.cfg.to_dict(), "styles": list(styles),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+
+
+def save_model(model: StyleNet, styles: list[str], path: str | Path, **extra: Any) -> Path:
+    return atomic_save(model_state(model, styles, **extra), path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``; damaged files raise :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, wrong file...
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); the file may be damaged "
+                              "or not written by thesis_lib") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not a thesis_lib checkpoint (format {found!r}, expected {FORMAT!r})")
+    return ckpt
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[StyleNet, list[str], dict]:
+    """Rebuild the trained net from ``path``: ``(model in eval mode, style names, checkpoint)``."""
+    ckpt = read_checkpoint(path)
+    cfg = ThesisConfig.from_dict(ckpt["config"])
+    model = StyleNet(len(ckpt["styles"]), cfg)
+    if ckpt.get("architecture") != model.architecture():
+        raise CheckpointError(f"{path}: architecture {ckpt.get('architecture')} does not match "
+                              f"this version's StyleNet {model.architecture()}")
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit StyleNet: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval(), list(ckpt["styles"]), ckpt

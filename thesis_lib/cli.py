@@ -1,0 +1,182 @@
+"""``python -m thesis_lib``: the main job from the command line.
+
+Every default comes from :mod:`thesis_lib.config`; ``--help`` on each
+subcommand lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import THESIS, TRAIN_DEFAULTS
+
+
+def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
+    lr = THESIS.learning_rate if thesis else TRAIN_DEFAULTS.learning_rate
+    bs = THESIS.batch_size if thesis else TRAIN_DEFAULTS.batch_size
+    ep = THESIS.epochs if thesis else TRAIN_DEFAULTS.epochs
+    p.add_argument("--epochs", type=int, default=ep, help=f"training epochs (default {ep})")
+    p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+    p.add_argument("--batch-size", type=int, default=bs, help=f"training batch size (default {bs})")
+    p.add_argument("--train-per-style", type=int, default=THESIS.train_per_style,
+                   help=f"training clips per style (default {THESIS.train_per_style})")
+    p.add_argument("--test-per-style", type=int, default=THESIS.test_per_style,
+                   help=f"test clips per style (default {THESIS.test_per_style})")
+    p.add_argument("--split", choices=["track", "clip"], default="track",
+                   help="'track' keeps every song on one side (default); 'clip' is the thesis's "
+                        "clip-level split, which lets clips of one song leak into the test set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffles")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m thesis_lib",
+        description="Music style classification and transformation with a raw-waveform CNN "
+                    "(after Geng, 2016).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="cut a folder of music into prepared clips",
+                       description="Load every track of DATA/<style>/ as mono 8 kHz, normalise its peak to "
+                                   "0.9, drop 30 s at each end and cut 5-second clips into OUT, with "
+                                   "report.json listing every skipped file and why.")
+    p.add_argument("--data", required=True, type=Path, help="folder with one sub-folder per style")
+    p.add_argument("--out", required=True, type=Path, help="folder for the prepared clips")
+    p.add_argument("--jobs", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="prepare again even if OUT is up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train the thesis net on your own music",
+                       description="Train and evaluate the style classifier on DATA (a folder "
+                                   "DATA/<style>/<tracks>, or a folder written by `prepare`). Writes "
+                                   "OUT/model.pt, OUT/metrics.json and OUT/checkpoint.pt (after every "
+                                   "epoch). Defaults suit small collections; `reproduce` uses the "
+                                   "thesis's learning rate 0.01 and batch 480.")
+    p.add_argument("--data", type=Path, help="audio folder (DATA/<style>/...) or prepared folder")
+    p.add_argument("--out", type=Path, help="run folder for model.pt and metrics.json")
+    p.add_argument("--resume", type=Path, metavar="DIR",
+                   help="continue the interrupted run in DIR from its last complete epoch")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="where prepared clips are cached (default $THESIS_LIB_CACHE or ~/.cache/thesis_lib)")
+    _add_train_options(p, thesis=False)
+
+    p = sub.add_parser("reproduce", help="the thesis's first experiment on the built-in data",
+                       description="Compose the built-in synthetic c-pop and metal tracks, prepare them as "
+                                   "the thesis did, train the thesis net with the thesis's settings, "
+                                   "evaluate, and write metrics.json, model.pt, figure21.png and table1.md.")
+    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="output folder (default runs/reproduce)")
+    p.add_argument("--tracks-per-style", type=int, default=None,
+                   help="synthetic tracks per style (default 110, about 2,900 clips per style)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where to compose the tracks (default: the cache)")
+    _add_train_options(p, thesis=True)
+
+    p = sub.add_parser("generate", help="compose the built-in synthetic dataset",
+                       description="Write the deterministic synthetic c-pop and metal tracks as "
+                                   "OUT/<style>/<track>.flac.")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--tracks-per-style", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _cmd_prepare(a) -> int:
+    from .data import describe_report, prepare_dataset
+
+    ds = prepare_dataset(a.data, a.out, jobs=a.jobs, progress=not a.quiet, force=a.force)
+    print(describe_report(ds))
+    print(f"{len(ds)} clips in {ds.path}; report: {ds.path / 'report.json'}")
+    return 0
+
+
+def _dataset_for(data: Path, cache: Path | None, progress: bool):
+    from .data import PreparedDataset, describe_report, prepare_dataset
+
+    if (data / "index.json").is_file():
+        return PreparedDataset.load(data)
+    ds = prepare_dataset(data, progress=progress, cache_dir=cache)
+    print(describe_report(ds))
+    print(f"prepared clips cached in {ds.path}")
+    return ds
+
+
+def _cmd_train(a) -> int:
+    from .data import split_dataset
+    from .reproduce import summary
+    from .train import TrainSettings, resume, train
+
+    if a.resume:
+        result = resume(a.resume, progress=not a.quiet)
+    else:
+        if a.data is None or a.out is None:
+            print("train needs --data DIR and --out DIR (or --resume DIR)", file=sys.stderr)
+            return 2
+        ds = _dataset_for(a.data, a.cache, not a.quiet)
+        sp = split_dataset(ds, a.train_per_style, a.test_per_style, a.split, a.seed)
+        for note in sp.notes:
+            print("note:", note)
+        settings = TrainSettings(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
+                                 seed=a.seed, device=a.device)
+        result = train(ds, sp, settings, a.out, progress=not a.quiet)
+    print(summary(result.metrics))
+    print(f"model: {result.out / 'model.pt'}  metrics: {result.out / 'metrics.json'}")
+    return 0
+
+
+def _cmd_reproduce(a) -> int:
+    from dataclasses import replace
+
+    from .reproduce import reproduce
+    from .synth import SynthSpec
+    from .train import TrainSettings
+
+    spec = SynthSpec() if a.tracks_per_style is None else replace(SynthSpec(), tracks_per_style=a.tracks_per_style)
+    settings = TrainSettings.thesis(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
+                                    seed=a.seed, device=a.device)
+    result = reproduce(a.out, spec, settings=settings, split=a.split, train_per_style=a.train_per_style,
+                       test_per_style=a.test_per_style, data_dir=a.data_dir, progress=not a.quiet)
+    print(f"wrote {', '.join(sorted(p.name for p in result.out.iterdir() if p.is_file()))} to {result.out}")
+    return 0
+
+
+def _cmd_generate(a) -> int:
+    from dataclasses import replace
+
+    from .synth import SynthSpec, generate_dataset
+
+    spec = SynthSpec()
+    if a.tracks_per_style is not None:
+        spec = replace(spec, tracks_per_style=a.tracks_per_style)
+    if a.seed is not None:
+        spec = replace(spec, seed=a.seed)
+    root = generate_dataset(a.out, spec, progress=not a.quiet)
+    print(json.dumps({"out": str(root), "tracks_per_style": spec.tracks_per_style}))
+    return 0
+
+
+COMMANDS = {"prepare": _cmd_prepare, "train": _cmd_train, "reproduce": _cmd_reproduce,
+            "generate": _cmd_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted. A run with --out keeps its last complete epoch in checkpoint.pt; "
+              "continue it with `python -m thesis_lib train --resume OUT`.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Figures of the book, drawn the same way in notebooks, the CLI and tests.
+
+Every function returns a matplotlib ``Figure`` and never calls ``show()``, so
+the caller decides whether to display, save or close it.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from .config import THESIS, THESIS_TABLE1
+
+
+def loss_curve(history: list[dict], title: str = "Training loss per epoch",
+               show_thesis: bool = True) -> Figure:
+    """Training loss per epoch beside the thesis's Figure 21 (its Table 1 losses)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    if show_thesis:
+        ax.plot([r[0] for r in THESIS_TABLE1], [r[1] for r in THESIS_TABLE1], "o--", color="0.5",
+                label="thesis (Geng 2016, Table 1)")
+    ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], "o-", label="this run")
+    ax.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(confusion: list[list[int]], styles: list[str], title: str = "Confusion matrix") -> Figure:
+    """Counts of true style (rows) against predicted style (columns)."""
+    c = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(styles), 1.3 + 1.0 * len(styles)))
+    ax.imshow(c, cmap="Blues")
+    for i in range(c.shape[0]):
+        for j in range(c.shape[1]):
+            ax.text(j, i, str(c[i, j]), ha="center", va="center",
+                    color="white" if c[i, j] > c.max() / 2 else "black")
+    ax.set(xticks=range(len(styles)), yticks=range(len(styles)), xticklabels=styles, yticklabels=styles,
+           xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def waveform(y: np.ndarray, sample_rate: int = THESIS.sample_rate, title: str = "", ax=None) -> Figure:
+    """Amplitude against time in seconds."""
+    fig = ax.figure if ax is not None else plt.subplots(figsize=(7, 2))[0]
+    ax = ax if ax is not None else fig.axes[0]
+    ax.plot(np.arange(len(y)) / sample_rate, y, lw=0.4)
+    ax.set(xlabel="time (s)", ylabel="amplitude", title=title, xlim=(0, len(y) / sample_rate))
+    return fig
+
+
+def spectrogram(y: np.ndarray, sample_rate: int = THESIS.sample_rate, title: str = "", ax=None,
+                n_fft: int = 512, overlap: float = 0.5) -> Figure:
+    """Log-magnitude spectrogram; the thesis used a 512-sample window and 50 % overlap."""
+    from scipy.signal import spectrogram as _spec
+
+    fig = ax.figure if ax is not None else plt.subplots(figsize=(7, 2.6))[0]
+    ax = ax if ax is not None else fig.axes[0]
+    f, t, s = _spec(y, fs=sample_rate, nperseg=n_fft, noverlap=int(n_fft * overlap), scaling="spectrum")
+    ax.pcolormesh(t, f, 10 * np.log10(s + 1e-12), shading="auto", cmap="magma")
+    ax.set(xlabel="time (s)", ylabel="frequency (Hz)", title=title)
+    return fig

@@ -1,0 +1,277 @@
+"""Training and evaluation of the style classifier (thesis 4.2 and chapter 5).
+
+The loop is the thesis's: shuffled mini-batches, SGD with Nesterov momentum,
+cross-entropy on the softmax output, one line per epoch with its mean training
+loss and its seconds (Table 1). After every epoch the full training state is
+written atomically to ``checkpoint.pt`` so that ``train --resume`` continues an
+interrupted run and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_save, model_state, read_checkpoint, save_model
+from .config import THESIS, TRAIN_DEFAULTS, ThesisConfig
+from .data import PreparedDataset, Split, label_of
+from .model import StyleNet
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; anything else is taken as given."""
+    if name != "auto":
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class TrainSettings:
+    """Optimiser settings of one run; stored in ``metrics.json`` and in checkpoints."""
+
+    learning_rate: float = TRAIN_DEFAULTS.learning_rate
+    batch_size: int = TRAIN_DEFAULTS.batch_size
+    epochs: int = TRAIN_DEFAULTS.epochs
+    momentum: float = THESIS.momentum
+    test_batch_size: int = THESIS.test_batch_size
+    seed: int = 0
+    device: str = "auto"
+    #: After training, set batch-norm statistics to exact averages over the training set
+    #: (the thesis's "training-set statistics at test time") instead of the running
+    #: averages, which lag behind on runs with few updates.
+    calibrate_batchnorm: bool = True
+
+    @classmethod
+    def thesis(cls, cfg: ThesisConfig = THESIS, **overrides) -> "TrainSettings":
+        """The thesis's values: learning rate 0.01, batch 480, 20 epochs."""
+        base = dict(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                    momentum=cfg.momentum, test_batch_size=cfg.test_batch_size)
+        return cls(**{**base, **overrides})
+
+
+def batches(ds: PreparedDataset, idx: np.ndarray, labels: np.ndarray, batch_size: int,
+            order: np.ndarray | None = None):
+    """Yield ``(clips, labels)`` tensors of ``batch_size`` from the on-disk clips.
+
+    Rows of one batch are read in ascending order (sequential disk reads); the
+    batch's content, not its row order, is what SGD sees.
+    """
+    order = np.arange(len(idx)) if order is None else order
+    for start in range(0, len(order), batch_size):
+        pick = np.sort(order[start:start + batch_size])
+        x = torch.from_numpy(np.ascontiguousarray(ds.clips[idx[pick]], dtype=np.float32))
+        yield x.unsqueeze(1), torch.from_numpy(labels[pick])
+
+
+def train_epoch(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDataset, idx: np.ndarray,
+                labels: np.ndarray, batch_size: int, rng: np.random.Generator, device: torch.device,
+                progress: bool = False) -> float:
+    """One pass over the shuffled training clips; returns the mean training loss."""
+    model.train()
+    total, seen = 0.0, 0
+    order = rng.permutation(len(idx))
+    n_batches = math.ceil(len(idx) / batch_size)
+    for x, y in tqdm(batches(ds, idx, labels, batch_size, order), total=n_batches,
+                     desc="batches", leave=False, disable=not progress):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, batch_size: int,
+                        device: torch.device) -> None:
+    """Replace running batch-norm statistics by their average over clips ``idx``.
+
+    Running averages with alpha 0.1 need a few dozen updates to forget their
+    initial values; a small collection trained with few updates per epoch would
+    be evaluated with statistics that describe no data at all.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches that follow
+    model.train()
+    dummy = np.zeros(len(idx), dtype=np.int64)
+    for x, _ in batches(ds, idx, dummy, batch_size):
+        model(x.to(device))
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    model.eval()
+
+
+@torch.no_grad()
+def predict(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, batch_size: int,
+            device: torch.device) -> np.ndarray:
+    """Softmax probabilities of clips ``idx``, shape ``(len(idx), n_styles)``."""
+    model.eval()
+    dummy = np.zeros(len(idx), dtype=np.int64)
+    out = [torch.softmax(model(x.to(device)), 1).cpu() for x, _ in batches(ds, idx, dummy, batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.n_styles), np.float32)
+
+
+def evaluate(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, labels: np.ndarray,
+             styles: list[str], batch_size: int = THESIS.test_batch_size,
+             device: torch.device | str = "cpu") -> dict:
+    """Test loss and accuracy (thesis), plus per-style, confusion and track-level accuracy.
+
+    Track-level accuracy gives every test track one vote: the style with the
+    highest mean probability over its test clips.
+    """
+    device = torch.device(device)
+    probs = predict(model, ds, idx, batch_size, device)
+    pred = probs.argmax(1)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
+    k = len(styles)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    tracks = ds.track_of[idx]
+    track_hits, track_truth = [], []
+    for t in np.unique(tracks):
+        sel = tracks == t
+        track_truth.append(int(labels[sel][0]))
+        track_hits.append(int(probs[sel].mean(0).argmax() == labels[sel][0]))
+    per_style = {s: float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else float("nan")
+                 for i, s in enumerate(styles)}
+    return {
+        "test_loss": loss,
+        "test_accuracy": float(np.mean(pred == labels)),
+        "per_style_accuracy": per_style,
+        "confusion": confusion.tolist(),
+        "track_accuracy": float(np.mean(track_hits)) if track_hits else float("nan"),
+        "n_test_tracks": len(track_hits),
+    }
+
+
+@dataclass
+class TrainResult:
+    model: StyleNet
+    metrics: dict
+    out: Path | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def _log_default(msg: str) -> None:
+    tqdm.write(msg)
+
+
+def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSettings(),
+          out: str | Path | None = None, cfg: ThesisConfig = THESIS, progress: bool = True,
+          log: Callable[[str], None] = _log_default, _resume_state: dict | None = None) -> TrainResult:
+    """Train a fresh :class:`StyleNet` on ``split.train``, evaluate on ``split.test``.
+
+    With ``out``, writes ``checkpoint.pt`` after every epoch, then ``model.pt``
+    and ``metrics.json`` at the end. A seeded CPU run repeats exactly.
+    """
+    device = select_device(settings.device)
+    out = Path(out) if out is not None else None
+    torch.manual_seed(settings.seed)
+    model = StyleNet(len(split.styles), cfg).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
+                          nesterov=True)
+    history: list[dict] = []
+    if _resume_state is not None:
+        model.load_state_dict(_resume_state["state_dict"])
+        opt.load_state_dict(_resume_state["optimizer"])
+        history = list(_resume_state["history"])
+    y_train = label_of(ds, split.train, split)
+    y_test = label_of(ds, split.test, split)
+    epochs = tqdm(range(len(history) + 1, settings.epochs + 1), desc="epochs", unit="epoch",
+                  disable=not progress, initial=len(history), total=settings.epochs)
+    for epoch in epochs:
+        rng = np.random.default_rng([settings.seed, epoch])     # per-epoch: resumable shuffles
+        t0 = time.perf_counter()
+        loss = train_epoch(model, opt, ds, split.train, y_train, settings.batch_size, rng, device,
+                           progress=progress and len(split.train) > 20 * settings.batch_size)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        history.append({"epoch": epoch, "train_loss": loss, "seconds": seconds})
+        log(f"epoch {epoch:3d}  train loss {loss:.4f}  {seconds:7.2f} s")
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss}); "
+                                     "try a smaller --lr")
+        if out is not None:
+            atomic_save(_training_state(model, opt, split, ds, settings, history), out / "checkpoint.pt")
+    if settings.calibrate_batchnorm:
+        calibrate_batchnorm(model, ds, split.train, max(settings.batch_size, settings.test_batch_size), device)
+    metrics = {**evaluate(model, ds, split.test, y_test, split.styles, settings.test_batch_size, device),
+               **_run_facts(ds, split, settings, device, history)}
+    if out is not None:
+        save_model(model, split.styles, out / "model.pt", metrics=_jsonable(metrics))
+        (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    return TrainResult(model, metrics, out, history)
+
+
+def _training_state(model, opt, split: Split, ds: PreparedDataset, settings: TrainSettings,
+                    history: list[dict]) -> dict:
+    return model_state(model, split.styles, optimizer=opt.state_dict(), history=history,
+                       settings=asdict(settings), data=str(ds.path),
+                       split={"train": torch.from_numpy(split.train), "test": torch.from_numpy(split.test),
+                              "styles": split.styles, "mode": split.mode, "notes": split.notes})
+
+
+def resume(out: str | Path, progress: bool = True, log: Callable[[str], None] = _log_default,
+           epochs: int | None = None) -> TrainResult:
+    """Continue the run in ``out`` from its last complete epoch (``checkpoint.pt``)."""
+    out = Path(out)
+    state = read_checkpoint(out / "checkpoint.pt")
+    ds = PreparedDataset.load(state["data"])
+    s = state["split"]
+    split = Split(s["train"].numpy(), s["test"].numpy(), list(s["styles"]), s["mode"], list(s["notes"]))
+    settings = TrainSettings(**state["settings"])
+    if epochs is not None:
+        settings.epochs = epochs
+    cfg = ThesisConfig.from_dict(state["config"])
+    log(f"resuming {out} after epoch {len(state['history'])} of {settings.epochs}")
+    return train(ds, split, settings, out, cfg, progress, log, _resume_state=state)
+
+
+def _run_facts(ds: PreparedDataset, split: Split, settings: TrainSettings, device: torch.device,
+               history: list[dict]) -> dict:
+    return {
+        "styles": split.styles, "split": split.mode, "notes": split.notes,
+        "n_train": int(len(split.train)), "n_test": int(len(split.test)),
+        "n_train_tracks": int(len(np.unique(ds.track_of[split.train]))),
+        "learning_rate": settings.learning_rate, "batch_size": settings.batch_size,
+        "momentum": settings.momentum, "test_batch_size": settings.test_batch_size,
+        "seed": settings.seed, "device": str(device), "calibrate_batchnorm": settings.calibrate_batchnorm, "epochs": history,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "data": str(ds.report.get("data", ds.path)),
+    }
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    return obj
