@@ -260,7 +260,7 @@ def _run_facts(ds: PreparedDataset, split: Split, settings: TrainSettings, devic
         "momentum": settings.momentum, "test_batch_size": settings.test_batch_size,
         "seed": settings.seed, "device": str(device), "calibrate_batchnorm": settings.calibrate_batchnorm, "epochs": history,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "torch": str(torch.__version__), "threads": torch.get_num_threads(), "machine": platform.machine(),
         "data": str(ds.report.get("data", ds.path)),
     }
 
