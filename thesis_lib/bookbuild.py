@@ -1,0 +1,163 @@
+"""Execute the book's chapters with papermill, then build the HTML with Jupyter Book.
+
+``python -m thesis_lib.bookbuild --fast --out _build/ci`` is what the tests run:
+every chapter with small parameters (``FAST=True``), then ``jupyter-book build``
+with warnings as errors on the executed copies, without executing them again.
+
+``python -m thesis_lib.bookbuild --full --out _build`` is ``make book``: the main
+job (the thesis's training run on the built-in data, also written to
+``runs/reproduce``), then every chapter with its default, full parameters.
+
+Either way the sources are copied to ``OUT/src`` (the repository's notebooks
+stay without outputs), each chapter's run time goes to ``OUT/timings.json`` and
+the HTML to ``OUT/html``. A failing cell stops the build with its error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .book import STATIC_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_PARAMETERS = {"FAST": True}
+"""What CI injects into every chapter that has the parameter (each chapter's own FAST sizes apply)."""
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The notebooks of ``_toc.yml``, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+    return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").is_file()]
+
+
+def parameter_names(nb_path: Path) -> set[str]:
+    """Names assigned in the cell tagged ``parameters``."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return set()
+
+
+def copy_sources(src: Path, root: Path = ROOT) -> None:
+    """Copy what Jupyter Book reads into ``src``, with execution switched off in its config."""
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    shutil.copy2(root / "_toc.yml", src / "_toc.yml")
+    shutil.copy2(root / "references.bib", src / "references.bib")
+    cfg = yaml.safe_load((root / "_config.yml").read_text())
+    cfg.setdefault("execute", {})["execute_notebooks"] = "off"  # executed here by papermill
+    (src / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def execute(nb: Path, parameters: dict, timeout: int | None = None, log=print) -> float:
+    """Run one notebook in place with papermill; returns the seconds it took."""
+    import papermill as pm
+
+    names = parameter_names(nb)
+    params = {k: v for k, v in parameters.items() if k in names}
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(nb), str(nb), parameters=params, kernel_name="python3", cwd=str(nb.parent),
+                        progress_bar=False, log_output=False, execution_timeout=timeout)
+    seconds = time.perf_counter() - t0
+    log(f"  {nb.name}: {seconds:.1f} s {params or ''}")
+    return seconds
+
+
+def build_html(src: Path, out: Path) -> Path:
+    """``jupyter-book build`` with warnings as errors; the HTML lands in ``out/html``."""
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if jb is None:
+        raise RuntimeError("jupyter-book not found; install the book extras (pip install -r requirements-dev.txt)")
+    cmd = [jb, "build", str(src), "--path-output", str(out), "--warningiserror", "--keep-going", "--all", "-q"]
+    subprocess.run(cmd, check=True)
+    html = out / "_build" / "html"
+    final = out / "html"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.move(str(html), str(final))
+    return final
+
+
+def main_job(log=print) -> None:
+    """The thesis's experiment on the built-in data (both splits), copied to ``runs/reproduce``."""
+    from . import book
+
+    t0 = time.perf_counter()
+    run = book.trained_model(False, log=log, progress=False)
+    log(f"main job: {'reused' if run.reused else 'trained'} {run.path} in {time.perf_counter() - t0:.0f} s")
+    dest = ROOT / "runs" / "reproduce"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(run.path, dest)
+    t0 = time.perf_counter()
+    leaky = book.trained_model(False, split="clip", log=log, progress=False)
+    log(f"main job, split by clip: {'reused' if leaky.reused else 'trained'} {leaky.path} "
+        f"in {time.perf_counter() - t0:.0f} s")
+
+
+def build(out: Path, fast: bool, only: list[str] | None = None, html: bool = True,
+          parameters: dict | None = None, timeout: int | None = None, log=print) -> dict:
+    """Copy, execute (papermill) and build; returns ``{chapter: seconds}`` (also in timings.json)."""
+    out = Path(out).resolve()
+    src = out / "src"
+    copy_sources(src)
+    os.environ[STATIC_ENV] = "1"  # kernels inherit it: precomputed widgets, no live ones
+    params = {**(FAST_PARAMETERS if fast else {}), **(parameters or {})}
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    for nb in chapters(src):
+        if only and not any(nb.stem.startswith(o) for o in only):
+            continue
+        timings[nb.stem] = round(execute(nb, params, timeout, log), 1)
+    log(f"executed {len(timings)} chapters in {time.perf_counter() - t_all:.0f} s")
+    if html:
+        t0 = time.perf_counter()
+        build_html(src, out)
+        timings["jupyter-book build"] = round(time.perf_counter() - t0, 1)
+        log(f"built {out / 'html'} in {timings['jupyter-book build']:.0f} s")
+    (out / "timings.json").write_text(json.dumps({"fast": fast, "parameters": params, "seconds": timings}, indent=1))
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m thesis_lib.bookbuild", description=__doc__.split("\n\n")[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fast", action="store_true", help="small parameters (FAST=True): what CI runs")
+    mode.add_argument("--full", action="store_true", help="the thesis's parameters; runs the main job first (default)")
+    p.add_argument("--out", type=Path, default=ROOT / "_build", help="build folder (default _build)")
+    p.add_argument("--only", nargs="*", help="chapter name prefixes to execute, e.g. 02 03")
+    p.add_argument("--no-html", action="store_true", help="execute only, do not run jupyter-book")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra parameter for every chapter that has it (Python literal)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: none)")
+    a = p.parse_args(argv)
+    extra = {}
+    for item in a.param:
+        k, _, v = item.partition("=")
+        extra[k] = ast.literal_eval(v)
+    if not a.fast:
+        main_job()
+    build(a.out, a.fast, a.only, not a.no_html, extra, a.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
