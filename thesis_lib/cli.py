@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracks-per-style", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+
+    from .dream_cli import add_parsers as _add_dream_parsers   # dream, transform, style-transfer
+    COMMANDS.update(_add_dream_parsers(sub))
     return parser
 
 

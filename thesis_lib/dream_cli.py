@@ -1,0 +1,205 @@
+"""Command-line subcommands of the dreaming chapters: ``dream``, ``transform``, ``style-transfer``.
+
+Kept apart from :mod:`thesis_lib.cli`, which only registers them, so the
+main CLI stays short. Every default comes from the frozen configs of
+:mod:`thesis_lib.dream`, :mod:`thesis_lib.transform` and
+:mod:`thesis_lib.audio_style`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from .audio_style import AUDIO_STYLE
+from .dream import DREAM, METHODS, DreamError
+from .transform import TRANSFORM
+
+OUTPUT_SUFFIXES = (".wav", ".flac")
+"""Formats written (16-bit PCM); soundfile's OGG writer is unreliable on long files."""
+
+
+def _output_path(path: Path) -> Path:
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DreamError(f"--out {path}: write a .wav or .flac file (16-bit PCM), not {path.suffix or 'no suffix'!r}")
+    return path
+
+
+def _companion(out: Path, tag: str) -> Path:
+    """``dream.wav`` -> ``dream_original.wav``: the clip the result came from, written beside it."""
+    return out.with_name(f"{out.stem}_{tag}{out.suffix}")
+
+
+def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required, type=Path, help="trained model.pt (from train or reproduce)")
+    p.add_argument("--clip", required=True, type=Path,
+                   help="audio file; one 5-s clip is taken from its middle (or at --offset)")
+    p.add_argument("--offset", type=float, default=None, help="start of the clip in seconds (default: middle)")
+    p.add_argument("--out", required=True, type=Path, help="output .wav or .flac (16-bit, peak 0.9)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON as well")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add the three subcommands to ``sub``; returns name -> handler for :func:`thesis_lib.cli.main`."""
+    p = sub.add_parser("dream", help="dream a clip on one layer of a trained net (thesis 4.3)",
+                       description="Freeze the trained net, make the clip's waveform the variable and maximise "
+                                   "½Σy² of LAYER's output (or, with --guide, the dot product with the guide's "
+                                   "output). Writes OUT (peak 0.9, 16-bit) and OUT_original beside it; prints "
+                                   "the objective before and after.")
+    _common(p)
+    p.add_argument("--layer", default="conv3",
+                   help="input_norm, conv1, norm1, conv2, norm2, conv3, norm3, fc or out (default conv3)")
+    p.add_argument("--method", choices=METHODS, default="lbfgs",
+                   help="lbfgs: the thesis's L-BFGS-B (default); ascent: DeepDream's jittered, multi-octave steps")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"L-BFGS-B iterations (default {DREAM.iterations}) or ascent steps per octave "
+                        f"(default {DREAM.steps_per_octave})")
+    p.add_argument("--channel", type=int, default=None, help="dream one filter of LAYER only")
+    p.add_argument("--guide", type=Path, default=None, help="guide audio for guided dreaming (e.g. a metal track)")
+    p.add_argument("--guide-mode", choices=("aligned", "average"), default=DREAM.guide_mode)
+    p.add_argument("--unbounded", action="store_true",
+                   help=f"L-BFGS-B without the [-{DREAM.bound}, {DREAM.bound}] box on the samples")
+    p.add_argument("--random-net", action="store_true",
+                   help="control: dream on an untrained net of the same architecture instead")
+
+    p = sub.add_parser("transform", help="inversion, Gatys style transfer or class steering on a trained net",
+                       description="invert: rebuild the clip from noise out of LAYER's output and report SNR and "
+                                   "spectral distance. gatys: content of --clip, Gram style of --style, on the "
+                                   "thesis net. steer: push the clip toward --target's class with a content term.")
+    _common(p)
+    p.add_argument("--mode", required=True, choices=("invert", "gatys", "steer"))
+    p.add_argument("--layer", default="conv1", help="invert: layer whose output is matched (default conv1)")
+    p.add_argument("--style", type=Path, default=None, help="gatys: audio whose style is wanted")
+    p.add_argument("--target", default=None, help="steer: style name to push toward (default: the other one)")
+    p.add_argument("--balanced", action="store_true", help="gatys: weigh style and content equally at the start")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"L-BFGS-B iterations (default {TRANSFORM.iterations}; steer {TRANSFORM.steer_iterations})")
+
+    p = sub.add_parser("style-transfer", help="audio style transfer with random STFT filters (Ulyanov & Lebedev)",
+                       description="Re-sound the content clip with the style clip's timbre: log-magnitude STFT, "
+                                   "one wide layer of random 1-D filters, content + Gram style loss, L-BFGS-B, "
+                                   "Griffin-Lim phase. No trained net needed.")
+    _common(p, model_required=False)
+    p.add_argument("--style", required=True, type=Path, help="audio whose style (timbre) is wanted")
+    p.add_argument("--iterations", type=int, default=AUDIO_STYLE.iterations)
+    p.add_argument("--filters", type=int, default=AUDIO_STYLE.filters)
+    p.add_argument("--content-weight", type=float, default=AUDIO_STYLE.content_weight)
+    p.add_argument("--init", choices=("noise", "content"), default=AUDIO_STYLE.init)
+    return {"dream": cmd_dream, "transform": cmd_transform, "style-transfer": cmd_style_transfer}
+
+
+def _load(a: argparse.Namespace):
+    from .checkpoint import load_model
+    from .train import select_device
+
+    model, styles, _ = load_model(a.model, select_device(a.device))
+    return model, styles
+
+
+def _report(title: str, numbers: dict, as_json: bool) -> None:
+    print(title)
+    if as_json:
+        print(json.dumps(numbers, default=float, indent=1))
+
+
+def cmd_dream(a: argparse.Namespace) -> int:
+    """``dream``: the thesis's layer dreaming (or DeepDream's ascent, guided or not) on one clip."""
+    from .audio import write_wav
+    from .dream import dream, guided_dream, load_clip, random_net_like
+
+    out = _output_path(a.out)
+    model, _ = _load(a)
+    clip = load_clip(a.clip, a.offset, model.cfg)
+    if a.random_net:
+        model = random_net_like(model, DREAM.seed)
+    cfg = replace(DREAM, bound=None) if a.unbounded else DREAM
+    if a.guide is not None:
+        guide = load_clip(a.guide, None, model.cfg)
+        r = guided_dream(model, clip, guide, a.layer, a.method, a.guide_mode, a.iterations, cfg, not a.quiet)
+    else:
+        r = dream(model, clip, a.layer, a.method, a.iterations, a.channel, cfg, not a.quiet)
+    write_wav(out, r.audio, model.cfg.sample_rate)
+    write_wav(_companion(out, "original"), clip, model.cfg.sample_rate)
+    _report(f"{r.objective} ({r.method}{', random net' if a.random_net else ''}): "
+            f"before {r.objective_before:.6g}, after {r.objective_after:.6g} "
+            f"(written at peak {model.cfg.peak}: {r.objective_written:.6g}); "
+            f"{r.iterations} iterations in {r.seconds:.1f} s\nwrote {out} and {_companion(out, 'original')}",
+            r.summary(), a.json)
+    return 0
+
+
+def _target_index(target: str | None, styles: list[str], predicted: int) -> int:
+    if target is None:
+        if len(styles) != 2:
+            raise DreamError(f"--target is needed with {len(styles)} styles: one of {styles}")
+        return 1 - predicted
+    if target not in styles:
+        raise DreamError(f"--target {target!r} is not a style of this model; choose from {styles}")
+    return styles.index(target)
+
+
+def cmd_transform(a: argparse.Namespace) -> int:
+    """``transform``: inversion, Gatys style transfer or class steering of one clip."""
+    import torch
+
+    from .audio import write_wav
+    from .dream import load_clip
+    from .transform import gatys_transfer, invert, steer
+
+    out = _output_path(a.out)
+    model, styles = _load(a)
+    clip = load_clip(a.clip, a.offset, model.cfg)
+    if a.mode == "invert":
+        r = invert(model, clip, a.layer, a.iterations or TRANSFORM.iterations, progress=not a.quiet)
+        title = (f"inversion from {a.layer}: feature distance {r.distance_before:.4g} -> {r.distance_after:.4g}; "
+                 f"SNR {r.snr_db:.2f} dB, log-spectral distance {r.spectral_distance_db:.2f} dB; {r.seconds:.1f} s")
+    elif a.mode == "gatys":
+        if a.style is None:
+            raise DreamError("transform --mode gatys needs --style AUDIO")
+        r = gatys_transfer(model, clip, load_clip(a.style, None, model.cfg), a.iterations or TRANSFORM.iterations,
+                           balanced=a.balanced, progress=not a.quiet)
+        title = (f"Gatys on the thesis net: content loss {r.content_loss_before:.4g} -> {r.content_loss_after:.4g}, "
+                 f"style loss {r.style_loss_before:.4g} -> {r.style_loss_after:.4g}; flatness "
+                 f"{r.metrics['flatness']:.3f} (1 = white noise); {r.seconds:.1f} s")
+    else:
+        with torch.no_grad():
+            predicted = int(model.predict_proba(torch.as_tensor(clip, device=next(model.parameters()).device)[None]).argmax())
+        target = _target_index(a.target, styles, predicted)
+        r = steer(model, clip, target, a.iterations or TRANSFORM.steer_iterations, progress=not a.quiet)
+        title = (f"steering toward {styles[target]}: p({styles[target]}) {r.p_target_before:.3f} -> "
+                 f"{r.p_target_after:.3f}, predicted {styles[r.predicted_before]} -> {styles[r.predicted_after]}; "
+                 f"SNR {r.snr_db:.2f} dB; {r.seconds:.1f} s")
+    write_wav(out, r.audio, model.cfg.sample_rate)
+    write_wav(_companion(out, "original"), clip, model.cfg.sample_rate)
+    _report(f"{title}\nwrote {out} and {_companion(out, 'original')}", r.summary(), a.json)
+    return 0
+
+
+def cmd_style_transfer(a: argparse.Namespace) -> int:
+    """``style-transfer``: Ulyanov & Lebedev's random-filter STFT transfer between two clips."""
+    from .audio import write_wav
+    from .config import THESIS
+    from .dream import load_clip
+    from .train import select_device
+    from .audio_style import stft_style_transfer
+
+    out = _output_path(a.out)
+    content, style = load_clip(a.clip, a.offset, THESIS), load_clip(a.style, None, THESIS)
+    cfg = replace(AUDIO_STYLE, iterations=a.iterations, filters=a.filters, content_weight=a.content_weight,
+                  init=a.init)
+    r = stft_style_transfer(content, style, cfg, select_device(a.device), not a.quiet)
+    write_wav(out, r.audio, THESIS.sample_rate)
+    write_wav(_companion(out, "content"), content, THESIS.sample_rate)
+    write_wav(_companion(out, "style"), style, THESIS.sample_rate)
+    m = r.metrics
+    _report(f"STFT style transfer ({cfg.filters} random filters): content loss {r.content_loss_before:.4g} -> "
+            f"{r.content_loss_after:.4g}, style loss {r.style_loss_before:.4g} -> {r.style_loss_after:.4g}\n"
+            f"long-term spectrum distance to style {m['style_ltas_db']:.2f} dB, to content "
+            f"{m['content_ltas_db']:.2f} dB; envelope correlation with content {m['envelope_corr']:.2f}; "
+            f"{r.seconds:.1f} s\nwrote {out}", r.summary(), a.json)
+    return 0
