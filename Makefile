@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup system-deps test book reproduce clean constraints
+.PHONY: setup system-deps test book book-fast reproduce clean constraints
 
 setup: system-deps $(STAMP)
 
@@ -35,8 +35,16 @@ test: setup
 reproduce: setup
 	$(PY) -m thesis_lib reproduce --out runs/reproduce
 
+# The book: the main job (the thesis's run on the built-in data, also copied to
+# runs/reproduce), then every chapter executed with its full parameters by papermill
+# and built by jupyter-book with warnings as errors; HTML in _build/html,
+# per-chapter times in _build/timings.json. A failing cell fails the build.
 book: setup
-	$(PY) -m thesis_lib reproduce --out runs/reproduce
+	$(PY) -m thesis_lib.bookbuild --full --out _build
+
+# The same with small parameters (FAST=True), what the tests run: a few minutes.
+book-fast: setup
+	$(PY) -m thesis_lib.bookbuild --fast --out _build/fast
 
 clean:
 	rm -rf _build runs .pytest_cache

@@ -98,13 +98,20 @@ class BookRun:
         clips = [i for i in self.split.test if self.dataset.styles[self.dataset.style_of[i]] == style]
         if not clips:
             raise ValueError(f"no test clip of style {style!r}; styles are {self.styles}")
-        return np.asarray(self.dataset.clips[clips[index % len(clips)]], dtype=np.float32)
+        return np.array(self.dataset.clips[clips[index % len(clips)]], dtype=np.float32)  # a writable copy
+
+
+RESULT_SETTINGS = ("learning_rate", "batch_size", "epochs", "momentum", "test_batch_size", "seed",
+                   "calibrate_batchnorm")
+"""The fields of :class:`TrainSettings` that change a run's result (and so its cache key)."""
 
 
 def run_key(spec: SynthSpec, settings: TrainSettings, split: str, per_style: tuple[int, int]) -> str:
-    """Cache key of a run: data, optimiser settings (not the device), split and sizes."""
-    s = asdict(settings)
-    s.pop("device", None)
+    """Cache key of a run: data, the settings that change its result, split and sizes.
+
+    Where and how fast it ran (device, implementation switches) is not part of the key.
+    """
+    s = {k: v for k, v in asdict(settings).items() if k in RESULT_SETTINGS}
     blob = json.dumps({"spec": asdict(spec), "settings": s, "split": split, "per_style": per_style},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -132,8 +139,13 @@ def trained_model(fast: bool = True, split: str = "track", epochs: int | None = 
     if not reused:
         if out.exists():
             shutil.rmtree(out)  # an interrupted run: start again
+        import matplotlib.pyplot as plt
+
+        before = set(plt.get_fignums())
         reproduce(out, spec, cfg, settings, split=split, progress=progress,
                   log=log or (lambda m: None))
+        for num in set(plt.get_fignums()) - before:  # reproduce saved figure21.png; do not show it twice
+            plt.close(num)
         done.write_text(json.dumps({"spec": asdict(spec), "settings": asdict(settings), "split": split}, indent=1))
     model, styles, _ = load_model(out / "model.pt")
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,0 +1,215 @@
+"""The whole book, as CI runs it: every chapter executed by papermill with small parameters,
+nbval on the cells that print fixed facts, ``jupyter-book build -W`` on the executed copies,
+and a real browser (Debian's chromium through Playwright) over the built HTML.
+
+The build runs once per session (about five minutes on two cores); the tests then
+inspect its results. ``THESIS_BOOK_OUT`` keeps the build in a given folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urldefrag
+
+import nbformat
+import pytest
+
+from thesis_lib import book, bookbuild
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = [p.stem for p in bookbuild.chapters(ROOT)]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--autoplay-policy=no-user-gesture-required"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    out = Path(os.environ.get("THESIS_BOOK_OUT") or tmp_path_factory.mktemp("book"))
+    env = {**os.environ, book.STATIC_ENV: "1"}
+    proc = subprocess.run([sys.executable, "-m", "thesis_lib.bookbuild", "--fast", "--out", str(out),
+                           "--timeout", "600"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        pytest.fail(f"book build failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    print(proc.stdout)
+    return out
+
+
+def executed(out: Path, chapter: str):
+    return nbformat.read(out / "src" / "book" / f"{chapter}.ipynb", as_version=4)
+
+
+def test_every_chapter_ran_with_small_parameters_and_without_errors(built):
+    timings = json.loads((built / "timings.json").read_text())
+    assert timings["fast"] is True and timings["parameters"] == {"FAST": True}
+    assert set(CHAPTERS) <= set(timings["seconds"])
+    for chapter in CHAPTERS:
+        nb = executed(built, chapter)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code), chapter
+        assert not [o for c in code for o in c.outputs if o.output_type == "error"], chapter
+        injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+        if "FAST" in bookbuild.parameter_names(ROOT / "book" / f"{chapter}.ipynb"):
+            assert injected and "FAST = True" in injected[0].source, chapter
+        # No live widget state in a static page: only precomputed controls.
+        mimes = {k for c in code for o in c.outputs for k in o.get("data", {})}
+        assert "application/vnd.jupyter.widget-view+json" not in mimes, chapter
+
+
+def test_fixed_facts_are_printed_and_checked_by_nbval(built):
+    facts = {"02_data": ["8000 Hz", "40000 samples = 5.0 s", "240000 samples = 30.0 s"],
+             "03_network": ["conv1      480 x 8 x 19997", "conv2      480 x 8 x 4992", "conv3      480 x 8 x 1217",
+                            "fc         480 x 256", "parameters 2,503,564", "(1086, 32)", "[1000.0, 250.0, 62.5]"]}
+    paths = []
+    for chapter, expected in facts.items():
+        nb = executed(built, chapter)
+        checked = [c for c in nb.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source]
+        assert checked, chapter
+        text = "".join(o.get("text", "") for c in checked for o in c.outputs)
+        for fact in expected:
+            assert fact in text, (chapter, fact)
+        paths.append(str(built / "src" / "book" / f"{chapter}.ipynb"))
+    env = {**os.environ, book.STATIC_ENV: "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                           "--rootdir", str(built), *paths], cwd=built, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+def test_html_has_every_chapter(built):
+    html = built / "html"
+    for chapter in CHAPTERS:
+        assert (html / "book" / f"{chapter}.html").is_file(), chapter
+    assert (html / "book" / "bibliography.html").is_file()
+
+
+@pytest.fixture(scope="session")
+def served(built):
+    handler = functools.partial(_QuietHandler, directory=str(built / "html"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make system-deps installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _pages(built: Path) -> list[str]:
+    html = built / "html"
+    pages = [p.relative_to(html).as_posix() for p in html.rglob("*.html")
+             if not p.relative_to(html).parts[0].startswith("_")]
+    assert len(pages) >= len(CHAPTERS) + 2
+    return sorted(pages)
+
+
+_WAIT_IMAGES = """async () => {
+  document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; });
+  await Promise.all([...document.images].map(i => i.complete ? null :
+      new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
+  return [...document.images].map(i => ({src: i.src.slice(0, 80), w: i.naturalWidth}));
+}"""
+
+_AUDIO = """async (a) => {
+  if (a.readyState < 1) await new Promise((r, j) => { a.addEventListener('loadedmetadata', r);
+                                                    a.addEventListener('error', () => j('audio error')); });
+  const duration = a.duration;
+  await a.play();
+  await new Promise(r => setTimeout(r, 250));
+  const t = a.currentTime, paused = a.paused;
+  a.pause();
+  return {duration, expected: parseFloat(a.dataset.seconds), t, paused};
+}"""
+
+
+def test_every_page_loads_cleanly_in_chromium(built, served, browser):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:100]}"))
+    audios = images = switches = 0
+    links: dict[str, str] = {}
+    for rel in _pages(built):
+        page.goto(served + rel, wait_until="load")
+        for img in page.evaluate(_WAIT_IMAGES):
+            assert img["w"] > 0, (rel, img["src"])
+            images += 1
+        for a in page.query_selector_all("audio"):
+            r = a.evaluate(_AUDIO)
+            assert abs(r["duration"] - r["expected"]) < 0.01, (rel, r)
+            assert r["t"] > 0 and not r["paused"], (rel, "does not play", r)
+            audios += 1
+        switches += _check_switches(page, rel)
+        for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
+            if href.startswith(served):
+                links.setdefault(href, rel)
+        assert not errors, (rel, errors)
+    assert images >= 8 and audios >= 10 and switches >= 3, (images, audios, switches)
+    _check_links(page, links)
+    page.close()
+
+
+def _check_switches(page, rel: str) -> int:
+    """Every precomputed control renders and switches panels without a kernel."""
+    n = 0
+    for sw in page.query_selector_all(".tl-switch"):
+        n += 1
+        panels = sw.query_selector_all(".tl-panel")
+        controls = sw.query_selector_all("input[data-axis]")
+        assert panels and controls, rel
+        assert all(c.is_visible() for c in controls), (rel, "hidden control")
+        assert sum(p.is_visible() for p in panels) == 1, rel
+        radios = [c for c in controls if c.get_attribute("type") == "radio"]
+        ranges = [c for c in controls if c.get_attribute("type") == "range"]
+        if radios and len({r.get_attribute("data-axis") for r in radios}) == 1 and len(radios) > 1:
+            radios[-1].check()
+            shown = [p for p in panels if p.is_visible()]
+            assert len(shown) == 1 and shown[0].get_attribute("data-key").split("|")[0] == radios[-1].get_attribute("value"), rel
+        for r in ranges:
+            options = json.loads(r.get_attribute("data-options"))
+            r.evaluate("(e) => { e.value = e.max; e.dispatchEvent(new Event('input', {bubbles: true})); }")
+            label = sw.query_selector(f'[data-label-for="{r.get_attribute("data-axis")}"]')
+            assert label.inner_text() == options[-1], rel
+            shown = [p for p in panels if p.is_visible()]
+            assert len(shown) == 1 and options[-1] in shown[0].get_attribute("data-key").split("|"), rel
+    return n
+
+
+def _check_links(page, links: dict[str, str]) -> None:
+    """Every internal link reaches a page, and its #fragment an element of that page."""
+    bodies: dict[str, str] = {}
+    for href, source in links.items():
+        url, frag = urldefrag(href)
+        if url not in bodies:
+            resp = page.request.get(url)
+            assert resp.ok, (source, href, resp.status)
+            bodies[url] = resp.text()
+        if frag:
+            frag = unquote(frag)
+            assert f'id="{frag}"' in bodies[url], (source, href)
