@@ -3,7 +3,8 @@ nbval on the cells that print fixed facts, ``jupyter-book build -W`` on the exec
 and a real browser (Debian's chromium through Playwright) over the built HTML.
 
 The build runs once per session (about five minutes on two cores); the tests then
-inspect its results. ``THESIS_BOOK_OUT`` keeps the build in a given folder.
+inspect its results. ``THESIS_BOOK_OUT`` keeps the build in a given folder;
+``THESIS_BOOK_BUILT`` points the tests at an existing build instead of building.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Path:
+    if os.environ.get("THESIS_BOOK_BUILT"):  # inspect an existing build (while working on the tests)
+        return Path(os.environ["THESIS_BOOK_BUILT"])
     out = Path(os.environ.get("THESIS_BOOK_OUT") or tmp_path_factory.mktemp("book"))
     env = {**os.environ, book.STATIC_ENV: "1"}
     proc = subprocess.run([sys.executable, "-m", "thesis_lib.bookbuild", "--fast", "--out", str(out),
@@ -153,6 +156,7 @@ def test_every_page_loads_cleanly_in_chromium(built, served, browser):
     page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:100]}"))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url[:100]}") if r.status >= 400 else None)
     audios = images = switches = 0
     links: dict[str, str] = {}
     for rel in _pages(built):
