@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, model_state, read_checkpoint, save_model
 from .config import THESIS, TRAIN_DEFAULTS, ThesisConfig
+from . import distributed
 from .data import PreparedDataset, Split, label_of
+from .fast import resolve_impl, training_module
 from .model import StyleNet
 
 
@@ -57,6 +59,10 @@ class TrainSettings:
     #: (the thesis's "training-set statistics at test time") instead of the running
     #: averages, which lag behind on runs with few updates.
     calibrate_batchnorm: bool = True
+    #: ``auto`` (default): the fast convolutions of :mod:`thesis_lib.fast` on CPUs, where
+    #: they are faster, the plain modules elsewhere; ``fast`` or ``reference`` to force one.
+    #: Both compute the same function (tested), so results agree to rounding.
+    impl: str = "auto"
 
     @classmethod
     def thesis(cls, cfg: ThesisConfig = THESIS, **overrides) -> "TrainSettings":
@@ -67,36 +73,54 @@ class TrainSettings:
 
 
 def batches(ds: PreparedDataset, idx: np.ndarray, labels: np.ndarray, batch_size: int,
-            order: np.ndarray | None = None):
+            order: np.ndarray | None = None, pin_memory: bool = False):
     """Yield ``(clips, labels)`` tensors of ``batch_size`` from the on-disk clips.
 
     Rows of one batch are read in ascending order (sequential disk reads); the
-    batch's content, not its row order, is what SGD sees.
+    batch's content, not its row order, is what SGD sees. The rows are
+    gathered from the memory map straight into one contiguous array (a
+    single copy, no Python loop); ``pin_memory`` page-locks it for fast,
+    asynchronous copies to a GPU.
     """
     order = np.arange(len(idx)) if order is None else order
     for start in range(0, len(order), batch_size):
         pick = np.sort(order[start:start + batch_size])
         x = torch.from_numpy(np.ascontiguousarray(ds.clips[idx[pick]], dtype=np.float32))
+        if pin_memory:
+            x = x.pin_memory()
         yield x.unsqueeze(1), torch.from_numpy(labels[pick])
 
 
 def train_epoch(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDataset, idx: np.ndarray,
                 labels: np.ndarray, batch_size: int, rng: np.random.Generator, device: torch.device,
-                progress: bool = False) -> float:
-    """One pass over the shuffled training clips; returns the mean training loss."""
-    model.train()
+                progress: bool = False, net: torch.nn.Module | None = None,
+                dist_info: distributed.DistInfo | None = None) -> float:
+    """One pass over the shuffled training clips; returns the mean training loss.
+
+    ``net`` is what a step calls (default ``model``): the fast wrapper of
+    :mod:`thesis_lib.fast` and/or ``DistributedDataParallel``. Under
+    ``torchrun`` each process takes its share of the epoch's order (same
+    shuffle everywhere) with ``batch_size / world_size`` clips per step, and
+    the returned loss is the mean over all processes.
+    """
+    net = model if net is None else net
+    info = dist_info or distributed.DistInfo()
+    net.train()
     total, seen = 0.0, 0
-    order = rng.permutation(len(idx))
-    n_batches = math.ceil(len(idx) / batch_size)
-    for x, y in tqdm(batches(ds, idx, labels, batch_size, order), total=n_batches,
+    order = distributed.shard(rng.permutation(len(idx)), info)
+    local = distributed.local_batch(batch_size, info)
+    n_batches = math.ceil(len(order) / local)
+    pin = device.type == "cuda"
+    for x, y in tqdm(batches(ds, idx, labels, local, order, pin_memory=pin), total=n_batches,
                      desc="batches", leave=False, disable=not progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         total += loss.item() * len(y)
         seen += len(y)
+    total, seen = distributed.all_sum([total, seen], device, info)
     return total / max(seen, 1)
 
 
@@ -187,8 +211,13 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     and ``metrics.json`` at the end. A seeded CPU run repeats exactly.
     """
     device = select_device(settings.device)
+    info, device, own_group = distributed.setup(device)
+    if not info.is_main:                       # only rank 0 writes files and prints
+        out, progress, log = None, False, (lambda msg: None)
     out = Path(out) if out is not None else None
     torch.manual_seed(settings.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
     model = StyleNet(len(split.styles), cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
                           nesterov=True)
@@ -199,13 +228,19 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         history = list(_resume_state["history"])
     y_train = label_of(ds, split.train, split)
     y_test = label_of(ds, split.test, split)
+    net = training_module(model, settings.impl, device)
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     epochs = tqdm(range(len(history) + 1, settings.epochs + 1), desc="epochs", unit="epoch",
                   disable=not progress, initial=len(history), total=settings.epochs)
     for epoch in epochs:
         rng = np.random.default_rng([settings.seed, epoch])     # per-epoch: resumable shuffles
         t0 = time.perf_counter()
         loss = train_epoch(model, opt, ds, split.train, y_train, settings.batch_size, rng, device,
-                           progress=progress and len(split.train) > 20 * settings.batch_size)
+                           progress=progress and len(split.train) > 20 * settings.batch_size,
+                           net=net, dist_info=info)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -223,6 +258,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     if out is not None:
         save_model(model, split.styles, out / "model.pt", metrics=_jsonable(metrics))
         (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    distributed.teardown(own_group)
     return TrainResult(model, metrics, out, history)
 
 
@@ -259,6 +295,7 @@ def _run_facts(ds: PreparedDataset, split: Split, settings: TrainSettings, devic
         "learning_rate": settings.learning_rate, "batch_size": settings.batch_size,
         "momentum": settings.momentum, "test_batch_size": settings.test_batch_size,
         "seed": settings.seed, "device": str(device), "calibrate_batchnorm": settings.calibrate_batchnorm, "epochs": history,
+        "impl": resolve_impl(settings.impl, device), "world_size": distributed.env_info().world_size,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
         "torch": str(torch.__version__), "threads": torch.get_num_threads(), "machine": platform.machine(),
         "data": str(ds.report.get("data", ds.path)),
