@@ -30,6 +30,10 @@ def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
                         "clip-level split, which lets clips of one song leak into the test set")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffles")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--impl", choices=["auto", "fast", "reference"], default="auto",
+                   help="convolution implementation for training: auto (default; the fast frame/GEMM "
+                        "convolutions on CPUs, the plain modules elsewhere), fast or reference. Both "
+                        "compute the same function")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -82,6 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("predict", help="classify whole songs with a trained model",
+                       description="Load each FILE (or every audio file below each DIR) as preparation "
+                                   "does, cut the whole track into 5-second clips (dropping 30 s at each "
+                                   "end when the track is long enough to keep a clip), and print the "
+                                   "style probabilities averaged over the clips and the winning style. "
+                                   "Unreadable files are reported and skipped.")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--model", required=True, type=Path, help="model.pt written by train or reproduce")
+    p.add_argument("--json", action="store_true", help="one JSON document with every track on stdout")
+    p.add_argument("--trim", choices=["auto", "thesis", "none"], default="auto",
+                   help="auto: drop 30 s at each end when the track is long enough (default); thesis: "
+                        "always (shorter tracks are errors); none: use the whole track")
+    p.add_argument("--batch-size", type=int, default=THESIS.test_batch_size,
+                   help=f"clips per forward pass (default {THESIS.test_batch_size})")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+    p = sub.add_parser("bench", help="measure training, inference and preparation speed",
+                       description="Time the reference and the fast training path at the thesis's sizes "
+                                   "(4,800 clips, batch 480), FLOPs and the fraction of this machine's "
+                                   "measured fp32 matmul peak, inference and preparation throughput and "
+                                   "peak memory; print them and write them to --out as JSON.")
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON file (default bench.json)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds, not a measurement")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--epochs", type=int, default=None, help="timed epochs per implementation (default 3)")
+
     from .dream_cli import add_parsers as _add_dream_parsers   # dream, transform, style-transfer
     COMMANDS.update(_add_dream_parsers(sub))
     return parser
@@ -123,8 +153,10 @@ def _cmd_train(a) -> int:
         for note in sp.notes:
             print("note:", note)
         settings = TrainSettings(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
-                                 seed=a.seed, device=a.device)
+                                 seed=a.seed, device=a.device, impl=a.impl)
         result = train(ds, sp, settings, a.out, progress=not a.quiet)
+    if result.out is None:   # a non-zero rank under torchrun: rank 0 writes and reports
+        return 0
     print(summary(result.metrics))
     print(f"model: {result.out / 'model.pt'}  metrics: {result.out / 'metrics.json'}")
     return 0
@@ -139,7 +171,7 @@ def _cmd_reproduce(a) -> int:
 
     spec = SynthSpec() if a.tracks_per_style is None else replace(SynthSpec(), tracks_per_style=a.tracks_per_style)
     settings = TrainSettings.thesis(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
-                                    seed=a.seed, device=a.device)
+                                    seed=a.seed, device=a.device, impl=a.impl)
     result = reproduce(a.out, spec, settings=settings, split=a.split, train_per_style=a.train_per_style,
                        test_per_style=a.test_per_style, data_dir=a.data_dir, progress=not a.quiet)
     print(f"wrote {', '.join(sorted(p.name for p in result.out.iterdir() if p.is_file()))} to {result.out}")
@@ -161,8 +193,40 @@ def _cmd_generate(a) -> int:
     return 0
 
 
+def _cmd_predict(a) -> int:
+    from .checkpoint import load_model
+    from .config import ThesisConfig
+    from .predict import classify, format_verdict
+    from .train import select_device
+
+    device = select_device(a.device)
+    model, styles, ckpt = load_model(a.model, device)
+    cfg = ThesisConfig.from_dict(ckpt["config"])
+    verdicts = []
+    for v in classify(model, styles, a.inputs, cfg, a.trim, a.batch_size, device):
+        verdicts.append(v)
+        if v.error is not None:
+            print(f"skipped {v.file}: {v.error}", file=sys.stderr)
+        elif not a.json:
+            print(format_verdict(v), flush=True)
+    if a.json:
+        print(json.dumps({"model": str(a.model), "styles": styles, "trim": a.trim,
+                          "tracks": [v.to_dict() for v in verdicts]}, indent=1, ensure_ascii=False))
+    if not verdicts:
+        print("error: no audio files found in " + " ".join(map(str, a.inputs)), file=sys.stderr)
+        return 1
+    return 0 if any(v.error is None for v in verdicts) else 1
+
+
+def _cmd_bench(a) -> int:
+    from .bench import run_bench
+
+    run_bench(a.out, quick=a.quick, device=a.device, epochs=a.epochs)
+    return 0
+
+
 COMMANDS = {"prepare": _cmd_prepare, "train": _cmd_train, "reproduce": _cmd_reproduce,
-            "generate": _cmd_generate}
+            "generate": _cmd_generate, "predict": _cmd_predict, "bench": _cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

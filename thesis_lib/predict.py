@@ -1,0 +1,156 @@
+"""Classify whole songs with a trained model (``python -m thesis_lib predict``).
+
+A track is loaded exactly as preparation loads it (mono, 8 kHz, high-quality
+resampler, peak 0.9) and cut into consecutive 5-second clips; the net scores
+every clip and the track's verdict is the style with the highest *mean*
+probability over its clips (the track-level vote of ``evaluate``).
+
+Which part of the track is cut into clips:
+
+* ``trim="auto"`` (default): as in training, the first and last 30 s are
+  dropped (intros, codas, silence) when the track is long enough to keep at
+  least one clip after that; a shorter track is used whole, so every track
+  of at least 5 s gets a verdict from the clips it has;
+* a track shorter than one clip (under 5 s) is zero-padded to one clip and
+  its result says ``padded: true`` (a verdict on little evidence);
+* ``trim="thesis"`` always drops the ends and reports a track too short for
+  that as an error; ``trim="none"`` never drops them.
+
+Unreadable, empty or silent files are reported with the reason and skipped;
+they never stop the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .audio import AUDIO_EXTENSIONS, AudioError, cut_clips, load_audio, peak_normalize, trim_ends
+from .config import THESIS, ThesisConfig
+
+TRIM_MODES = ("auto", "thesis", "none")
+
+
+@dataclass
+class TrackVerdict:
+    """One track's result: mean style probabilities over its clips and the winner, or an error."""
+
+    file: str
+    style: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    n_clips: int = 0
+    seconds: float = 0.0
+    trimmed: bool = False
+    padded: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        d = {"file": self.file}
+        if self.error is not None:
+            d["error"] = self.error
+            return d
+        d.update(style=self.style, probabilities=self.probabilities, n_clips=self.n_clips,
+                 seconds=round(self.seconds, 3), trimmed=self.trimmed, padded=self.padded)
+        return d
+
+
+def track_clips(y: np.ndarray, cfg: ThesisConfig = THESIS, trim: str = "auto") -> tuple[np.ndarray, bool, bool]:
+    """Clips of a decoded track ``y`` (8 kHz mono): ``(clips, trimmed, padded)``; see the module doc."""
+    if trim not in TRIM_MODES:
+        raise ValueError(f"trim must be one of {TRIM_MODES}, not {trim!r}")
+    y = peak_normalize(y, cfg.peak)           # ValueError for a silent track
+    trimmed = trim == "thesis" or (trim == "auto" and y.size >= cfg.min_track_samples)
+    body = trim_ends(y, cfg.trim_samples) if trimmed else y
+    if body.size < cfg.clip_samples:
+        if trim == "thesis":
+            raise ValueError(f"too short to drop {cfg.trim_seconds:g} s at each end and keep one "
+                             f"{cfg.clip_seconds:g}-second clip ({y.size / cfg.sample_rate:.1f} s)")
+        out = np.zeros((1, cfg.clip_samples), np.float32)
+        out[0, : body.size] = body
+        return out, trimmed, True
+    return cut_clips(body, cfg.clip_samples), trimmed, False
+
+
+@torch.inference_mode()
+def clip_probabilities(model: torch.nn.Module, clips: np.ndarray, batch_size: int = THESIS.test_batch_size,
+                       device: torch.device | str = "cpu") -> np.ndarray:
+    """Softmax probabilities of ``clips`` ``(n, clip_samples)``, in batches; ``(n, n_styles)``."""
+    model.eval()
+    device = torch.device(device)
+    out = []
+    for lo in range(0, len(clips), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(clips[lo:lo + batch_size], dtype=np.float32))
+        out.append(torch.softmax(model(x.unsqueeze(1).to(device)), 1).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "n_styles", 2)), np.float32)
+
+
+def find_audio(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given, and every audio file below each folder (sorted)."""
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS
+                              and not f.name.startswith("."))
+        else:
+            yield p
+
+
+def classify_track(model: torch.nn.Module, styles: list[str], path: str | Path, cfg: ThesisConfig = THESIS,
+                   trim: str = "auto", batch_size: int = THESIS.test_batch_size,
+                   device: torch.device | str = "cpu") -> TrackVerdict:
+    """Whole-track verdict for one file; problems come back in ``error``, never raised."""
+    try:
+        y = load_audio(path, cfg.sample_rate, cfg.resample_type)
+        clips, trimmed, padded = track_clips(y, cfg, trim)
+    except AudioError as exc:
+        return TrackVerdict(str(path), error=exc.reason)
+    except ValueError as exc:
+        return TrackVerdict(str(path), error=str(exc))
+    probs = clip_probabilities(model, clips, batch_size, device).mean(0)
+    return TrackVerdict(str(path), styles[int(np.argmax(probs))],
+                        {s: float(p) for s, p in zip(styles, probs)}, len(clips),
+                        y.size / cfg.sample_rate, trimmed, padded)
+
+
+def classify(model: torch.nn.Module, styles: list[str], inputs: Iterable[str | Path], cfg: ThesisConfig = THESIS,
+             trim: str = "auto", batch_size: int = THESIS.test_batch_size,
+             device: torch.device | str = "cpu") -> Iterator[TrackVerdict]:
+    """:func:`classify_track` for every file of ``inputs`` (files and folders)."""
+    for path in find_audio(inputs):
+        yield classify_track(model, styles, path, cfg, trim, batch_size, device)
+
+
+def format_verdict(v: TrackVerdict) -> str:
+    if v.error is not None:
+        return f"{v.file}: skipped ({v.error})"
+    probs = "  ".join(f"{s} {p:.3f}" for s, p in v.probabilities.items())
+    notes = [f"{v.n_clips} clip{'s' * (v.n_clips != 1)}", f"{v.seconds:.1f} s"]
+    if not v.trimmed:
+        notes.append("ends kept")
+    if v.padded:
+        notes.append("padded to one clip")
+    return f"{v.file}: {v.style}  ({probs}; {', '.join(notes)})"
+
+
+def music_throughput(model: torch.nn.Module, seconds: float = 600.0, cfg: ThesisConfig = THESIS,
+                     batch_size: int = THESIS.test_batch_size, device: torch.device | str = "cpu",
+                     repeats: int = 3) -> float:
+    """Seconds of (already decoded) music classified per second of wall time, median of ``repeats``."""
+    rng = np.random.default_rng(0)
+    n = max(1, math.ceil(seconds * cfg.sample_rate / cfg.clip_samples))
+    clips = (0.3 * rng.standard_normal((n, cfg.clip_samples))).astype(np.float32)
+    clip_probabilities(model, clips[:batch_size], batch_size, device)      # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        clip_probabilities(model, clips, batch_size, device)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return n * cfg.clip_seconds / float(np.median(times))
