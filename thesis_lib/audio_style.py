@@ -14,8 +14,8 @@ training at all:
 4. optimise the log-magnitude itself with L-BFGS-B from noise, then recover a
    phase with Griffin-Lim (implemented here with ``torch.stft``/``istft``).
 
-Thousands of filters over 257 frequency channels give a Gram matrix of
-millions of numbers, against the thesis net's 36 per layer. The same losses
+A thousand filters over 257 frequency channels give a Gram matrix of half a
+million numbers, against the thesis net's 36 per layer. The same losses
 computed with the trained net's features (:func:`net_style_transfer`) make
 the comparison the book draws.
 """
@@ -40,22 +40,29 @@ class AudioStyleConfig:
     """Defaults of the STFT style transfer; the paper's values scaled to 8 kHz where they differ.
 
     Ulyanov & Lebedev used a 2,048-point STFT at 22.05 kHz (93 ms), 4,096
-    filters of width 11 frames, content weight 1e-2, L-BFGS and 500
-    Griffin-Lim iterations. At 8 kHz a 512-point window (64 ms) keeps a
-    similar time resolution; 2,048 filters halve the cost on a 2-core CPU and
-    still give a Gram matrix of 4 million numbers.
+    filters of width 11 frames, content weight 1e-2 from noise, L-BFGS and
+    500 Griffin-Lim iterations. At 8 kHz a 512-point window (64 ms) keeps a
+    similar time resolution; 1,024 filters quarter the cost on a 2-core CPU
+    and still give a Gram matrix of half a million numbers. On the built-in
+    C-pop/metal clips the paper's weight 1e-2 from noise moves the timbre all
+    the way to the style clip but loses the content's rhythm (loudness
+    envelope correlation about 0.3); starting from the content's
+    log-magnitude with weight 0.1 keeps the rhythm (correlation about 0.8)
+    while the long-term spectrum moves most of the way to the style (11.5 dB
+    away before, about 3 dB after). ``init="noise", content_weight=1e-2`` is
+    the paper's setting.
     """
 
     n_fft: int = 512                 #: STFT window (Hann), samples
     hop: int = 128                   #: STFT hop, samples
-    filters: int = 2048              #: random 1-D filters (paper: 4096)
+    filters: int = 1024              #: random 1-D filters (paper: 4096)
     width: int = 11                  #: filter width in frames (paper: 11)
-    content_weight: float = 1e-2     #: α in α·content + style (paper: 1e-2)
-    iterations: int = 150            #: L-BFGS-B iterations on the log-magnitude
+    content_weight: float = 0.1      #: α in α·content + style (paper: 1e-2)
+    iterations: int = 100            #: L-BFGS-B iterations on the log-magnitude
     griffin_lim_iterations: int = 100  #: phase-recovery iterations (paper: 500)
     momentum: float = 0.99           #: fast Griffin-Lim momentum (Perraudin et al. 2013)
     seed: int = 0                    #: random filters, starting noise, starting phase
-    init: str = "noise"              #: start from "noise" (paper) or from the "content" log-magnitude
+    init: str = "content"            #: start from the "content" log-magnitude, or from "noise" (paper)
     net_layers: tuple[str, ...] = ("conv1", "conv2", "conv3")  #: for net_style_transfer
 
 
@@ -182,7 +189,7 @@ def stft_style_transfer(content: np.ndarray, style: np.ndarray, cfg: AudioStyleC
         c0, s0 = (float(v) for v in _losses(torch.as_tensor(x0, device=device), targets, cfg))
     t0 = time.perf_counter()
     out = minimize_lbfgs(lambda x: sum(_losses(x, targets, cfg)), x0, cfg.iterations, (0.0, None), device,
-                         progress, desc="STFT style")
+                         progress, desc="STFT style", threads=None)   # a big convolution: use every thread
     x = torch.as_tensor(out.x, dtype=torch.float32, device=device)
     with torch.no_grad():
         c1, s1 = (float(v) for v in _losses(x, targets, cfg))

@@ -20,9 +20,10 @@ and checked: finite, the clip's length, not silent.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ class DreamConfig:
     octave_scale: float = 1.4         #: ratio of consecutive sample rates (DeepDream's value)
     # --- shared ------------------------------------------------------------
     seed: int = 0                     #: jitter shifts, random nets, starting noise
+    cpu_threads: int | None = 1       #: torch CPU threads while optimising one clip (None: leave as is)
     guide_mode: str = "aligned"       #: guided dreaming: "aligned" or "average" (see guide_objective)
 
 
@@ -144,13 +146,16 @@ def finish_audio(raw: np.ndarray, cfg: ThesisConfig = THESIS) -> np.ndarray:
 class Objective:
     """A scalar to *maximise*, as a function of a ``(1, samples)`` waveform tensor.
 
-    ``any_length`` says whether the objective is defined for a shorter signal,
-    which DeepDream's lower octaves need.
+    ``position_free`` says whether the objective is a sum over time steps that
+    does not care where things happen: then it is defined for a shorter
+    signal (DeepDream's lower octaves) and a circular shift of the input does
+    not change what it asks for (DeepDream's jitter). The fc and out layers and
+    time-aligned guides are not position-free.
     """
 
     fn: Callable[[torch.Tensor], torch.Tensor]
     name: str
-    any_length: bool = True
+    position_free: bool = True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -179,7 +184,7 @@ def layer_objective(model: StyleNet, layer: str, channel: int | None = None) -> 
         return 0.5 * (y ** 2).sum()
 
     name = f"½Σy² of {layer}" + (f" channel {channel}" if channel is not None else "")
-    return Objective(fn, name, any_length=not _full_length_only(layer))
+    return Objective(fn, name, position_free=not _full_length_only(layer))
 
 
 def guide_objective(model: StyleNet, guide: np.ndarray, layer: str, mode: str = DREAM.guide_mode,
@@ -204,8 +209,8 @@ def guide_objective(model: StyleNet, guide: np.ndarray, layer: str, mode: str = 
     def fn(x: torch.Tensor) -> torch.Tensor:
         return (model.features(x, [layer])[layer] * target).sum()
 
-    any_length = mode == "average" and not _full_length_only(layer)
-    return Objective(fn, f"guide·{layer} ({mode})", any_length=any_length)
+    position_free = mode == "average" and not _full_length_only(layer)
+    return Objective(fn, f"guide·{layer} ({mode})", position_free=position_free)
 
 
 def objective_value(objective: Objective, signal: np.ndarray, device: torch.device | str = "cpu") -> float:
@@ -269,16 +274,36 @@ class LbfgsOutcome:
     message: str
 
 
+@contextmanager
+def cpu_threads(threads: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads, then restore the previous number.
+
+    One 5-second clip through this small net is far too little work to share
+    among threads: on a busy 2-core machine two threads spent ten times the
+    CPU time of one, waiting on each other. Nothing changes on a GPU.
+    """
+    if threads is None or torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarray, iterations: int,
                    bounds: tuple[float | None, float | None] | None = None,
                    device: torch.device | str = "cpu", progress: bool = True,
-                   desc: str = "L-BFGS-B") -> LbfgsOutcome:
+                   desc: str = "L-BFGS-B", threads: int | None = DREAM.cpu_threads) -> LbfgsOutcome:
     """scipy's L-BFGS-B on a torch loss, as the thesis did with Theano.
 
     scipy works in float64 numpy, the net in float32 torch; each evaluation
     converts ``x`` in, runs forward and backward, and hands loss and gradient
     back. A non-finite loss is reported as huge so the line search backs off.
     ``bounds=(low, high)`` boxes every variable (``None`` on a side: open).
+    ``threads`` limits torch's CPU threads meanwhile (see :func:`cpu_threads`).
     """
     shape = np.shape(x0)
     state = {"loss": float("nan"), "evals": 0}
@@ -303,7 +328,7 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
     x_start = np.asarray(x0, dtype=np.float64).ravel()
     if box is not None:
         x_start = np.clip(x_start, box.lb, box.ub)
-    with tqdm(total=iterations, desc=desc, disable=not progress, leave=False) as bar:
+    with cpu_threads(threads, device), tqdm(total=iterations, desc=desc, disable=not progress, leave=False) as bar:
         def callback(_xk: np.ndarray) -> None:
             history.append(state["loss"])
             bar.update(1)
@@ -340,7 +365,8 @@ def _result(objective: Objective, method: str, clip: np.ndarray, raw: np.ndarray
 
 
 def maximize_lbfgs(model: StyleNet, clip: np.ndarray, objective: Objective, iterations: int = DREAM.iterations,
-                   bound: float | None = DREAM.bound, progress: bool = True) -> DreamResult:
+                   bound: float | None = DREAM.bound, progress: bool = True,
+                   threads: int | None = DREAM.cpu_threads) -> DreamResult:
     """The thesis's method: L-BFGS-B minimising ``-objective`` from the clip itself."""
     _freeze(model)
     x0 = check_clip(clip, model.cfg)
@@ -348,7 +374,7 @@ def maximize_lbfgs(model: StyleNet, clip: np.ndarray, objective: Objective, iter
     t0 = time.perf_counter()
     out = minimize_lbfgs(lambda x: -objective(x[None]), x0, iterations,
                          None if bound is None else (-bound, bound), device, progress,
-                         desc=f"dream {objective.name}")
+                         desc=f"dream {objective.name}", threads=threads)
     seconds = time.perf_counter() - t0
     return _result(objective, "lbfgs", x0, out.x, [-v for v in out.history], out.iterations, seconds,
                    device, model.cfg)
@@ -384,26 +410,28 @@ def maximize_ascent(model: StyleNet, clip: np.ndarray, objective: Objective, cfg
     At each octave the clip is resampled (band-limited, FFT) to a lower rate
     and the net sees it as if it were at 8 kHz, so its filters respond to
     lower frequencies; what the ascent adds there (the "detail") is resampled
-    up and added to the next finer version of the clip. Objectives that need
-    the full clip length (fc, out, aligned guides) run at the full rate only.
+    up and added to the next finer version of the clip. Objectives that are
+    not position-free (fc, out, aligned guides) run at the full rate only and
+    without jitter, since shifting the input would change what they ask for.
     """
     _freeze(model)
     x0 = check_clip(clip, model.cfg)
     device = _device_of(model)
-    octaves = cfg.octaves if objective.any_length else 1
+    octaves = cfg.octaves if objective.position_free else 1
     lengths = _octave_lengths(x0.size, max(octaves, 1), cfg.octave_scale)
     rng = np.random.default_rng(cfg.seed)
     history: list[float] = []
     detail = np.zeros(lengths[0])
     t0 = time.perf_counter()
-    with tqdm(total=cfg.steps_per_octave * len(lengths), desc=f"ascent {objective.name}",
-              disable=not progress, leave=False) as bar:
+    with cpu_threads(cfg.cpu_threads, device), tqdm(total=cfg.steps_per_octave * len(lengths),
+                                                    desc=f"ascent {objective.name}", disable=not progress,
+                                                    leave=False) as bar:
         for n in lengths:
             base = x0.astype(np.float64) if n == x0.size else resample(x0.astype(np.float64), n)
             if detail.size != n:
                 detail = resample(detail, n)
             x = torch.as_tensor(np.clip(base + detail, -1, 1), dtype=torch.float32, device=device)[None]
-            jitter = int(round(cfg.jitter * n / x0.size))
+            jitter = int(round(cfg.jitter * n / x0.size)) if objective.position_free else 0
             x = _ascent_steps(objective, x, cfg.steps_per_octave, cfg.step_size, jitter, rng, bar, history)
             detail = x[0].cpu().numpy().astype(np.float64) - base
     seconds = time.perf_counter() - t0
@@ -415,7 +443,7 @@ def _run(model: StyleNet, clip: np.ndarray, objective: Objective, method: str, i
          cfg: DreamConfig, progress: bool) -> DreamResult:
     if method == "lbfgs":
         return maximize_lbfgs(model, clip, objective, cfg.iterations if iterations is None else iterations,
-                              cfg.bound, progress)
+                              cfg.bound, progress, cfg.cpu_threads)
     if method == "ascent":
         if iterations is not None:
             cfg = DreamConfig(**{**cfg.__dict__, "steps_per_octave": iterations})
@@ -493,6 +521,6 @@ def filter_dreams(model: StyleNet, clip: np.ndarray, method: str = "lbfgs", iter
 __all__ = [
     "DreamConfig", "DREAM", "METHODS", "DreamError", "DreamResult", "Objective", "LbfgsOutcome",
     "load_clip", "check_clip", "finish_audio", "layer_objective", "guide_objective", "objective_value",
-    "minimize_lbfgs", "maximize_lbfgs", "maximize_ascent", "dream", "guided_dream", "dream_layers",
+    "cpu_threads", "minimize_lbfgs", "maximize_lbfgs", "maximize_ascent", "dream", "guided_dream", "dream_layers",
     "random_net_like", "filter_responses", "filter_dreams",
 ]

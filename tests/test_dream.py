@@ -1,0 +1,190 @@
+"""Layer dreaming (thesis 4.3), DeepDream ascent, guides, controls and the ``dream`` CLI."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dream_support import FEW, chord, clip_of, random_net, trained
+from thesis_lib.audio import AudioError
+from thesis_lib.cli import main
+from thesis_lib.config import THESIS
+from thesis_lib.dream import (DREAM, DreamError, check_clip, dream, dream_layers, filter_dreams,
+                              filter_responses, guided_dream, layer_objective, load_clip, minimize_lbfgs,
+                              objective_value, random_net_like)
+from thesis_lib.measures import audio_problems
+
+QUICK = replace(DREAM, steps_per_octave=FEW, octaves=2)
+
+
+@pytest.fixture(scope="module")
+def net(toy_prepared):
+    return trained(toy_prepared)
+
+
+def test_lbfgs_dream_raises_every_conv_layers_objective(net):
+    model, _, ds = net
+    clip = clip_of(ds, "low")
+    results = dream_layers(model, clip, ("conv1", "conv2", "conv3"), "lbfgs", FEW, progress=False)
+    for layer, r in results.items():
+        assert r.objective_after > 1.5 * r.objective_before, layer
+        assert r.objective_written > r.objective_before, layer   # still higher after the peak-0.9 scaling
+        assert audio_problems(r.audio) == [], layer
+        assert r.audio.dtype == np.float32 and np.max(np.abs(r.raw)) <= DREAM.bound + 1e-6
+        assert r.history[-1] >= r.history[0] and r.iterations <= FEW
+        assert np.array_equal(r.original, clip)
+    assert not np.allclose(results["conv1"].audio, results["conv3"].audio)
+
+
+def test_dream_leaves_the_weights_alone(net):
+    model, _, ds = net
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    dream(model, clip_of(ds, "high"), "conv2", iterations=2, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all((g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert not model.training
+
+
+def test_ascent_with_jitter_and_octaves_raises_objective_in_range(net):
+    model, _, ds = net
+    clip = clip_of(ds, "low", 1)
+    r = dream(model, clip, "conv2", "ascent", cfg=QUICK, progress=False)
+    assert r.objective_after > r.objective_before and r.iterations == FEW * 2
+    assert np.max(np.abs(r.raw)) <= 1.0 and audio_problems(r.audio) == []
+    again = dream(model, clip, "conv2", "ascent", cfg=QUICK, progress=False)
+    assert np.array_equal(r.audio, again.audio)                      # seeded jitter: repeatable
+    other = dream(model, clip, "conv2", "ascent", cfg=replace(QUICK, seed=1), progress=False)
+    assert not np.array_equal(r.audio, other.audio)
+
+
+def test_ascent_on_full_length_layers_runs_at_full_rate(net):
+    model, _, ds = net
+    r = dream(model, clip_of(ds, "high"), "out", "ascent", cfg=QUICK, progress=False)
+    assert r.iterations == FEW and r.objective_after > r.objective_before   # one octave only
+
+
+def test_guided_dream_takes_on_the_guide(net):
+    model, _, ds = net
+    clip, guide = clip_of(ds, "low"), clip_of(ds, "high")
+    for mode in ("aligned", "average"):
+        r = guided_dream(model, clip, guide, "conv2", "lbfgs", mode, FEW, progress=False)
+        assert r.objective_after > r.objective_before, mode
+        assert audio_problems(r.audio) == []
+    r = guided_dream(model, clip, guide, "conv1", "ascent", "average", cfg=QUICK, progress=False)
+    assert r.objective_after > r.objective_before
+
+
+def test_random_net_control_is_untrained_and_repeatable(net):
+    model, _, ds = net
+    a, b = random_net_like(model, 3), random_net_like(model, 3)
+    wa, wt = a.conv_layers()[0].weight, model.conv_layers()[0].weight
+    assert torch.equal(wa, b.conv_layers()[0].weight) and not torch.equal(wa, wt)
+    assert not a.training and a.architecture() == model.architecture()
+    r = dream(a, clip_of(ds, "low"), "conv1", iterations=FEW, progress=False)
+    assert r.objective_after > r.objective_before
+
+
+def test_filter_responses_and_their_dreams(net):
+    model, _, ds = net
+    freqs, resp = filter_responses(model)
+    assert resp.shape == (8, 257) and freqs[-1] == THESIS.sample_rate / 2 and np.all(np.isfinite(resp))
+    w = model.conv_layers()[0].weight.detach().numpy()[0, 0]
+    assert np.isclose(10 ** (resp[0, 0] / 20), abs(w.sum()), rtol=1e-4)    # DC gain is the sum of taps
+    dreams = filter_dreams(model, clip_of(ds, "low"), iterations=2, progress=False)
+    assert len(dreams) == 8 and all(d.objective_after > d.objective_before for d in dreams)
+    assert all("channel" in d.objective for d in dreams)
+
+
+def test_minimize_lbfgs_solves_a_boxed_quadratic():
+    target = torch.tensor([0.5, 2.0, -3.0])
+    out = minimize_lbfgs(lambda x: ((x - target) ** 2).sum(), np.zeros(3), 20, (-1.0, 1.0), progress=False)
+    assert np.allclose(out.x, [0.5, 1.0, -1.0], atol=1e-4) and out.history[-1] <= out.history[0]
+
+
+def test_bad_requests_give_clear_errors(net):
+    model, _, ds = net
+    clip = clip_of(ds, "low")
+    with pytest.raises(DreamError, match="unknown layer 'conv9'"):
+        dream(model, clip, "conv9", progress=False)
+    with pytest.raises(DreamError, match="method must be"):
+        dream(model, clip, "conv1", "adam", progress=False)
+    with pytest.raises(DreamError, match="40000 samples"):
+        dream(model, clip[:1000], "conv1", progress=False)
+    with pytest.raises(DreamError, match="NaN"):
+        check_clip(np.full(THESIS.clip_samples, np.nan))
+    with pytest.raises(DreamError, match="silent"):
+        check_clip(np.zeros(THESIS.clip_samples))
+    with pytest.raises(DreamError, match="no channel 8"):
+        objective_value(layer_objective(model, "conv1", 8), clip)
+
+
+def test_load_clip_cuts_one_clip_and_refuses_short_files(tmp_path):
+    sr = THESIS.sample_rate
+    long = tmp_path / "long.wav"
+    sf.write(long, chord(7.0), sr)
+    clip = load_clip(long)
+    assert clip.shape == (THESIS.clip_samples,) and np.isclose(np.max(np.abs(clip)), 0.9, atol=0.01)
+    assert load_clip(long, offset=2.0).shape == (THESIS.clip_samples,)
+    with pytest.raises(AudioError, match="leaves no full"):
+        load_clip(long, offset=3.0)
+    short = tmp_path / "short.wav"
+    sf.write(short, chord(3.0), sr)
+    with pytest.raises(AudioError, match="too short for dreaming: 3.00 s"):
+        load_clip(short)
+
+
+def test_dream_cli_end_to_end(net, tmp_path, capsys):
+    from thesis_lib.checkpoint import save_model
+
+    model, styles, _ = net
+    path = save_model(model, styles, tmp_path / "model.pt")
+    sf.write(tmp_path / "song.wav", chord(6.0), THESIS.sample_rate)
+    out = tmp_path / "dreams" / "conv2.wav"
+    rc = main(["dream", "--model", str(path), "--clip", str(tmp_path / "song.wav"), "--layer", "conv2",
+               "--out", str(out), "--iterations", "3", "--quiet", "--device", "cpu", "--json"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "before" in text and "after" in text and '"objective_after"' in text
+    for f in (out, out.with_name("conv2_original.wav")):
+        info = sf.info(f)
+        assert info.subtype == "PCM_16" and info.frames == THESIS.clip_samples and info.samplerate == 8000
+        y, _ = sf.read(f)
+        assert abs(np.max(np.abs(y)) - 0.9) < 1e-3
+    rc = main(["dream", "--model", str(path), "--clip", str(tmp_path / "song.wav"), "--layer", "conv1",
+               "--out", str(tmp_path / "a.flac"), "--iterations", "2", "--method", "ascent", "--quiet",
+               "--random-net", "--guide", str(tmp_path / "song.wav"), "--guide-mode", "average"])
+    assert rc == 0 and sf.info(tmp_path / "a.flac").format == "FLAC"
+
+
+def test_dream_cli_errors(net, tmp_path, capsys):
+    from thesis_lib.checkpoint import save_model
+
+    model, styles, _ = net
+    path = save_model(model, styles, tmp_path / "model.pt")
+    sf.write(tmp_path / "short.wav", chord(2.0), THESIS.sample_rate)
+    sf.write(tmp_path / "song.wav", chord(6.0), THESIS.sample_rate)
+    base = ["dream", "--model", str(path), "--quiet", "--iterations", "1"]
+    cases = [(["--clip", str(tmp_path / "short.wav"), "--out", str(tmp_path / "x.wav")], "too short"),
+             (["--clip", str(tmp_path / "song.wav"), "--out", str(tmp_path / "x.ogg")], ".wav or .flac"),
+             (["--clip", str(tmp_path / "song.wav"), "--out", str(tmp_path / "x.wav"), "--layer", "pool1"],
+              "unknown layer"),
+             (["--clip", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x.wav")], "no such file")]
+    for args, message in cases:
+        assert main(base + args) == 1
+        assert message in capsys.readouterr().err
+    assert main(["dream", "--model", str(tmp_path / "missing.pt"), "--clip", str(tmp_path / "song.wav"),
+                 "--out", str(tmp_path / "x.wav")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_seeded_random_net_dreams_every_named_layer():
+    model = random_net(0)
+    clip = chord()
+    for layer in model.layer_names:
+        r = dream(model, clip, layer, iterations=2, progress=False)
+        assert r.objective_after >= r.objective_before and audio_problems(r.audio) == [], layer
