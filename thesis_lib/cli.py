@@ -7,6 +7,8 @@ subcommand lists them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -137,6 +139,30 @@ def _dataset_for(data: Path, cache: Path | None, progress: bool):
     return ds
 
 
+@contextlib.contextmanager
+def _distributed_launch(device: str):
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1), join the process group for the whole command."""
+    from .distributed import env_info, setup, teardown
+    from .train import select_device
+
+    info = env_info()
+    created = False
+    if info.enabled:
+        info, _, created = setup(select_device(device))
+    try:
+        yield info
+    except BaseException:
+        teardown(created, wait=False)        # no barrier: the other processes may never arrive
+        raise
+    teardown(created)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
 def _cmd_train(a) -> int:
     from .data import split_dataset
     from .reproduce import summary
@@ -148,13 +174,19 @@ def _cmd_train(a) -> int:
         if a.data is None or a.out is None:
             print("train needs --data DIR and --out DIR (or --resume DIR)", file=sys.stderr)
             return 2
-        ds = _dataset_for(a.data, a.cache, not a.quiet)
-        sp = split_dataset(ds, a.train_per_style, a.test_per_style, a.split, a.seed)
-        for note in sp.notes:
-            print("note:", note)
-        settings = TrainSettings(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
-                                 seed=a.seed, device=a.device, impl=a.impl)
-        result = train(ds, sp, settings, a.out, progress=not a.quiet)
+        with _distributed_launch(a.device) as info:
+            with contextlib.redirect_stdout(sys.stdout if info.is_main else io.StringIO()):
+                if info.enabled and not info.is_main:
+                    _barrier()                       # rank 0 prepares the clips first...
+                ds = _dataset_for(a.data, a.cache, not a.quiet and info.is_main)
+                if info.enabled and info.is_main:
+                    _barrier()                       # ...then the others read them from the cache
+                sp = split_dataset(ds, a.train_per_style, a.test_per_style, a.split, a.seed)
+                for note in sp.notes:
+                    print("note:", note)
+            settings = TrainSettings(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
+                                     seed=a.seed, device=a.device, impl=a.impl)
+            result = train(ds, sp, settings, a.out, progress=not a.quiet)
     if result.out is None:   # a non-zero rank under torchrun: rank 0 writes and reports
         return 0
     print(summary(result.metrics))
