@@ -95,6 +95,14 @@ def test_html_has_every_chapter(built):
     for chapter in CHAPTERS:
         assert (html / "book" / f"{chapter}.html").is_file(), chapter
     assert (html / "book" / "bibliography.html").is_file()
+    import yaml
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    slug = repo.removeprefix("https://github.com/")
+    page = (html / "book" / "06_dreaming.html").read_text()
+    assert f"https://colab.research.google.com/github/{slug}/blob/main/book/06_dreaming.ipynb" in page
+    assert f"https://mybinder.org/v2/gh/{slug}/main?urlpath=tree/book/06_dreaming.ipynb" in page
+    assert "geng2016" not in page and "Geng" in page  # citations are resolved, not raw keys
 
 
 @pytest.fixture(scope="session")

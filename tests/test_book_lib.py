@@ -1,0 +1,88 @@
+"""thesis_lib.book: what every chapter loads or rebuilds, and the small tables it prints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from thesis_lib import book
+from thesis_lib.config import THESIS
+from thesis_lib.data import split_dataset
+from thesis_lib.model import StyleNet
+
+
+def test_network_table_has_the_thesis_receptive_fields_and_frequencies():
+    rows = book.network_table()
+    assert [r["output steps"] for r in rows] == [19997, 4992, 1217]
+    assert [(r["receptive field (samples)"], r["hop (samples)"]) for r in rows] == [(8, 2), (70, 8), (1086, 32)]
+    assert rows[2]["receptive field (ms)"] == pytest.approx(135.8, abs=0.1)
+    assert [r["lowest frequency (Hz)"] for r in rows] == [1000.0, 250.0, 62.5]
+    assert book.layer_input_rates() == [8000.0, 4000.0, 1000.0]
+
+
+def test_run_key_ignores_where_a_run_trains_but_not_what_changes_its_result():
+    s = book.synth_spec(True)
+    base = book.run_key(s, book.train_settings(True), "track", (2400, 240))
+    assert base == book.run_key(s, book.train_settings(True, device="cuda"), "track", (2400, 240))
+    assert base != book.run_key(s, book.train_settings(True, epochs=3), "track", (2400, 240))
+    assert base != book.run_key(s, book.train_settings(True), "clip", (2400, 240))
+    assert base != book.run_key(book.synth_spec(False), book.train_settings(True), "track", (2400, 240))
+
+
+def test_fast_and_full_settings_are_the_thesis_optimiser():
+    full, fast = book.train_settings(False), book.train_settings(True)
+    assert (full.learning_rate, full.batch_size, full.epochs) == (0.01, 480, 20)
+    assert (fast.learning_rate, fast.momentum, fast.epochs) == (0.01, 0.9, book.FAST_EPOCHS)
+    assert book.synth_spec(False).tracks_per_style == 110
+    assert book.FAST_SPEC.min_seconds * THESIS.sample_rate >= THESIS.min_track_samples
+
+
+def test_trained_model_trains_once_then_reuses_the_cached_run():
+    first = book.trained_model(True)
+    again = book.trained_model(True)
+    assert again.reused and again.path == first.path
+    assert (again.path / "model.pt").is_file() and (again.path / "book.json").is_file()
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert len(again.history) == book.FAST_EPOCHS
+    assert again.styles == ["cpop", "metal"]
+    clip = again.test_clip("metal", 5)
+    assert clip.shape == (THESIS.clip_samples,) and clip.flags.writeable
+    test_ids = set(again.split.test.tolist())
+    assert any(np.array_equal(clip, again.dataset.clips[i]) for i in test_ids)
+    with pytest.raises(ValueError):
+        again.test_clip("jazz")
+    assert any(r["path"] == str(again.path) for r in book.finished_runs(fast=True))
+    assert not any(r["path"] == str(again.path) for r in book.finished_runs(fast=False))
+
+
+def test_leakage_is_zero_by_track_and_counts_shared_songs_by_clip():
+    ds = book.dataset(True)
+    by_track = book.leakage(ds, split_dataset(ds, split="track"))
+    assert by_track["from tracks also in training"] == 0
+    by_clip = book.leakage(ds, split_dataset(ds, split="clip"))
+    assert by_clip["from tracks also in training"] > 0
+    per = book.clips_per_track(ds)
+    assert sum(map(sum, per.values())) == len(ds) and all(c == sorted(c, reverse=True) for c in per.values())
+
+
+def test_frequency_response_of_a_known_filter():
+    # A 2-tap average is a low-pass: 0 dB at DC, a null at Nyquist.
+    f, db = book.frequency_responses(np.array([[[0.5, 0.5]]]), 8000.0, n=256)
+    assert f[0] == 0 and f[-1] < 4000
+    assert db[0, 0] == pytest.approx(0.0, abs=1e-6) and db[0, -1] < -30
+    torch.manual_seed(0)
+    rows = book.filter_stats({"random": StyleNet()})
+    assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
+    assert rows[0]["mean |w|"] > rows[2]["mean |w|"]  # Glorot: more inputs, smaller weights
+
+
+def test_markdown_table_formats_floats_and_keeps_columns():
+    text = book.markdown_table([{"a": 1, "b": 0.123456}, {"a": "x", "b": 2.0}])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| x | 2 |"]
+
+
+def test_epoch_and_exp_timings_are_positive():
+    assert book.exp_timing("cpu", 1000, 5) > 0
+    assert book.epoch_timing(1, batch_size=2) > 0
