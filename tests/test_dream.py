@@ -182,9 +182,9 @@ def test_dream_cli_errors(net, tmp_path, capsys):
     assert not (tmp_path / "x.wav").exists()
 
 
-def test_a_seeded_random_net_dreams_every_named_layer():
+def test_a_seeded_random_net_dreams_the_other_named_layers():
     model = random_net(0)
     clip = chord()
-    for layer in model.layer_names:
-        r = dream(model, clip, layer, iterations=2, progress=False)
+    for layer in ("input_norm", "norm1", "norm3", "fc", "out"):   # conv layers are tested above
+        r = dream(model, clip, layer, iterations=1, progress=False)
         assert r.objective_after >= r.objective_before and audio_problems(r.audio) == [], layer

@@ -89,7 +89,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     p.add_argument("--iterations", type=int, default=AUDIO_STYLE.iterations)
     p.add_argument("--filters", type=int, default=AUDIO_STYLE.filters)
     p.add_argument("--content-weight", type=float, default=AUDIO_STYLE.content_weight)
-    p.add_argument("--init", choices=("noise", "content"), default=AUDIO_STYLE.init)
+    p.add_argument("--init", choices=("noise", "content"), default=AUDIO_STYLE.init,
+                   help=f"start from the content's log-magnitude or from noise (the paper); default {AUDIO_STYLE.init}")
+    p.add_argument("--griffin-lim-iterations", type=int, default=AUDIO_STYLE.griffin_lim_iterations,
+                   help="phase-recovery iterations")
     return {"dream": cmd_dream, "transform": cmd_transform, "style-transfer": cmd_style_transfer}
 
 
@@ -191,7 +194,7 @@ def cmd_style_transfer(a: argparse.Namespace) -> int:
     out = _output_path(a.out)
     content, style = load_clip(a.clip, a.offset, THESIS), load_clip(a.style, None, THESIS)
     cfg = replace(AUDIO_STYLE, iterations=a.iterations, filters=a.filters, content_weight=a.content_weight,
-                  init=a.init)
+                  init=a.init, griffin_lim_iterations=a.griffin_lim_iterations)
     r = stft_style_transfer(content, style, cfg, select_device(a.device), not a.quiet)
     write_wav(out, r.audio, THESIS.sample_rate)
     write_wav(_companion(out, "content"), content, THESIS.sample_rate)
