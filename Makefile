@@ -32,6 +32,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# Speed of training (reference vs fast), inference and preparation on this machine -> bench.json
+bench: setup
+	$(PY) -m thesis_lib bench --out bench.json
+
 reproduce: setup
 	$(PY) -m thesis_lib reproduce --out runs/reproduce
 

@@ -1,0 +1,49 @@
+"""The benchmark runs end to end on tiny sizes and writes every figure it promises."""
+
+import json
+
+from thesis_lib.bench import BenchSizes, forward_flops, run_bench, training_flops
+from thesis_lib.cli import main
+from thesis_lib.config import THESIS
+
+TINY = BenchSizes(clips=4, batch=2, epochs=2, warmup_steps=1, infer_batches=(1, 2), infer_clips=2,
+                  matmul_n=64, prep_tracks=2, prep_seconds=66.0, music_seconds=10.0)
+
+
+def test_flop_count_follows_the_layer_shapes():
+    f = forward_flops(THESIS)
+    assert f["conv1"] == 2 * 8 * 19997 * 1 * 8
+    assert f["conv2"] == 2 * 8 * 4992 * 8 * 32
+    assert f["conv3"] == 2 * 8 * 1217 * 8 * 128
+    assert f["fc"] == 2 * 8 * 1217 * 256 and f["out"] == 2 * 256 * 2
+    assert training_flops(THESIS, 480) == 3 * 480 * sum(f.values())
+    assert 60e9 < training_flops(THESIS, 480) < 75e9     # about 69 GFLOP per thesis step
+
+
+def test_bench_writes_every_key(tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    lines = []
+    run_bench(out, quick=True, sizes=TINY, log=lines.append)
+    b = json.loads(out.read_text())
+    for key in ("device", "threads", "torch", "cpu_count", "load_average", "load_average_after"):
+        assert key in b["machine"], key
+    assert b["matmul_fp32"]["gflops_best"] > 0
+    assert b["flops"]["training_step"] == training_flops(THESIS, 2)
+    for impl in ("reference", "fast"):
+        r = b["training"][impl]
+        assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
+        assert r["gflops"] > 0 and 0 < r["fraction_of_peak"] and r["peak_rss_mb"] > 50
+    assert b["training"]["speedup"] > 0 and b["training"]["thesis_titan_x_seconds_per_epoch"] == 11.39
+    assert set(b["inference"]["clips_per_second"]) == {"1", "2"}
+    assert b["inference"]["music_seconds_per_second"] > 0
+    p = b["preparation"]
+    assert p["tracks"] == 2 and p["clips"] == 2 and p["music_seconds_per_second"] > 0
+    assert p["music_seconds"] == 132.0
+    for key in ("training_reference", "training_fast", "preparation", "preparation_workers", "inference"):
+        assert b["peak_rss_mb"][key] > 0, key
+    assert any("s/epoch" in line for line in lines) and any("GFLOP/s" in line for line in lines)
+    # the command line passes its options through (without measuring a second time)
+    seen = {}
+    monkeypatch.setattr("thesis_lib.bench.run_bench", lambda out, **kw: seen.update(out=out, **kw))
+    assert main(["bench", "--quick", "--out", str(tmp_path / "cli.json"), "--epochs", "5"]) == 0
+    assert seen == {"out": tmp_path / "cli.json", "quick": True, "device": "auto", "epochs": 5}

@@ -1,0 +1,338 @@
+"""``python -m thesis_lib bench``: how fast training, inference and preparation run here.
+
+Everything is measured in the same run on the same machine, so the figures
+can be compared with each other and with the thesis's TITAN X (11.39 s per
+epoch of 4,800 clips at batch 480):
+
+* seconds per training epoch at the thesis's sizes, for the ``reference``
+  implementation (the plain modules) and the ``fast`` one
+  (:mod:`thesis_lib.fast`), each the median of several timed epochs after
+  warm-up steps, each in its own fresh process so that its peak resident
+  memory is its own;
+* the FLOPs of one training step, counted from the layer shapes
+  (:func:`training_flops`), the GFLOP/s each implementation achieves and
+  the fraction of the fp32 matrix-multiply peak measured in this run;
+* inference clips per second at batch 48 and 480, and seconds of music
+  classified per second (decoded audio);
+* preparation throughput (seconds of music per second of wall time) on
+  generated tracks of several minutes, with its peak memory;
+* the device, threads, torch version and the machine's load, because on a
+  shared machine the figures are only as good as the quiet they were taken in.
+
+``--quick`` shrinks every size so the whole run takes seconds; its numbers
+prove that the benchmark runs, nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    clips: int = 2 * THESIS.train_per_style         #: training clips per epoch (4,800)
+    batch: int = THESIS.batch_size                  #: 480
+    epochs: int = 3                                 #: timed epochs per implementation
+    warmup_steps: int = 2
+    infer_batches: tuple[int, ...] = (THESIS.test_batch_size, THESIS.batch_size)
+    infer_clips: int = 960
+    matmul_n: int = 2048
+    prep_tracks: int = 4
+    prep_seconds: float = 240.0                     #: length of each generated track
+    music_seconds: float = 1200.0                   #: decoded music classified for the throughput
+
+
+QUICK = BenchSizes(clips=16, batch=8, epochs=2, warmup_steps=1, infer_batches=(4, 8), infer_clips=8,
+                   matmul_n=256, prep_tracks=2, prep_seconds=70.0, music_seconds=20.0)
+
+
+# ----------------------------------------------------------------------------
+# Counting
+# ----------------------------------------------------------------------------
+
+def forward_flops(cfg: ThesisConfig = THESIS, n_styles: int = 2) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one clip's forward pass, per layer with weights."""
+    out, channels, n = {}, 1, cfg.clip_samples
+    for i, spec in enumerate(cfg.convs, start=1):
+        n = (n - spec.length) // spec.stride + 1
+        out[f"conv{i}"] = 2 * spec.filters * n * channels * spec.length
+        channels = spec.filters
+    flat = channels * n
+    out["fc"] = 2 * flat * cfg.fc_units
+    out["out"] = 2 * cfg.fc_units * n_styles
+    return out
+
+
+def training_flops(cfg: ThesisConfig = THESIS, batch: int = THESIS.batch_size, n_styles: int = 2) -> int:
+    """FLOPs of one training step: forward, input gradient and weight gradient of every layer.
+
+    Each of the three products costs as much as the forward product; conv1's
+    input gradient is counted because the input normalisation's scale and
+    shift need it. Batch norm, ReLU, the loss and the optimiser (a few
+    operations per element or parameter, under 1 %) are left out.
+    """
+    return 3 * batch * sum(forward_flops(cfg, n_styles).values())
+
+
+# ----------------------------------------------------------------------------
+# Measurements (each heavy one runs in a fresh process: its own peak memory)
+# ----------------------------------------------------------------------------
+
+def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    kb = resource.getrusage(who).ru_maxrss        # kilobytes on Linux, bytes on macOS
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _in_child(fn, *args):
+    """Run ``fn(*args)`` in a fresh spawned process and return its result."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def matmul_peak(n: int, device: torch.device, repeats: int = 7) -> dict:
+    """fp32 GFLOP/s of an ``n x n`` matrix product, best and median of ``repeats``."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    times = []
+    for i in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    flops = 2 * n ** 3
+    return {"n": n, "gflops_best": flops / min(times) / 1e9, "gflops_median": flops / float(np.median(times)) / 1e9}
+
+
+def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup: int, impl: str,
+                 device: str, threads: int) -> dict:
+    """Time ``epochs`` training epochs of ``impl`` on the memory-mapped clips; report peak memory."""
+    import torch.nn.functional as F
+
+    from .data import PreparedDataset
+    from .fast import training_module
+    from .model import StyleNet
+    from .train import select_device, train_epoch
+
+    torch.set_num_threads(threads)
+    dev = select_device(device)
+    clips = np.memmap(clips_file, dtype=np.float32, mode="r", shape=(n_clips, THESIS.clip_samples))
+    labels = (np.arange(n_clips) % 2).astype(np.int64)
+    ds = PreparedDataset(Path(clips_file).parent, clips, labels, np.arange(n_clips), ["a", "b"],
+                         [str(i) for i in range(n_clips)], labels, {})
+    idx = np.arange(n_clips)
+    torch.manual_seed(0)
+    model = StyleNet(2).to(dev)
+    net = training_module(model, impl, dev)
+    opt = torch.optim.SGD(model.parameters(), lr=THESIS.learning_rate, momentum=THESIS.momentum, nesterov=True)
+    x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
+    y0 = torch.from_numpy(labels[:batch]).to(dev)
+    step_times = []
+    for _ in range(warmup):                         # warm-up: allocator, kernels, caches
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(net(x0), y0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - t0)
+    epoch_times, losses = [], []
+    for e in range(epochs):
+        rng = np.random.default_rng([0, e])
+        t0 = time.perf_counter()
+        losses.append(train_epoch(model, opt, ds, idx, labels, batch, rng, dev, net=net))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_times.append(time.perf_counter() - t0)
+    return {"impl": impl, "epoch_seconds": epoch_times, "seconds_per_epoch": float(np.median(epoch_times)),
+            "warmup_step_seconds": step_times, "losses": losses, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _inference_child(batches: tuple[int, ...], n_clips: int, music_seconds: float, device: str,
+                     threads: int) -> dict:
+    from .model import StyleNet
+    from .predict import music_throughput
+    from .train import select_device
+
+    torch.set_num_threads(threads)
+    dev = select_device(device)
+    torch.manual_seed(0)
+    model = StyleNet(2).to(dev).eval()
+    out = {}
+    for b in batches:
+        x = torch.randn(b, 1, THESIS.clip_samples, device=dev)
+        n_steps = max(2, math.ceil(n_clips / b))
+        with torch.inference_mode():
+            model(x)
+            times = []
+            for _ in range(n_steps):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                model(x)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+        out[str(b)] = b / float(np.median(times))
+    rate = music_throughput(model, music_seconds, batch_size=THESIS.test_batch_size, device=dev)
+    return {"clips_per_second": out, "music_seconds_per_second": rate, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _prepare_child(data: str, out: str, jobs: int) -> dict:
+    from .data import prepare_dataset
+
+    t0 = time.perf_counter()
+    ds = prepare_dataset(data, out, jobs=jobs, progress=False, force=True)
+    wall = time.perf_counter() - t0
+    return {"wall_seconds": wall, "clips": len(ds), "peak_rss_mb": _peak_rss_mb(),
+            "workers_peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
+
+
+def _compose_tracks(root: Path, n: int, seconds: float, sr: int = 11_025) -> float:
+    """Write ``n`` generated tracks of ``seconds`` (both styles) as FLAC; return total music seconds."""
+    import soundfile as sf
+
+    from .synth import STYLES, compose_track
+
+    total = 0.0
+    for i in range(n):
+        style = STYLES[i % len(STYLES)]
+        y = compose_track(style, np.random.default_rng([7, i]), seconds, sr)
+        path = root / style / f"{style}_{i:03d}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, y, sr, subtype="PCM_16")
+        total += len(y) / sr
+    return total
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+
+def _machine(device: torch.device, threads: int) -> dict:
+    info = {"device": str(device), "threads": threads, "cpu_count": os.cpu_count(),
+            "torch": str(torch.__version__), "python": platform.python_version(),
+            "machine": platform.machine(), "processor": _cpu_name(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str = "auto",
+              epochs: int | None = None, sizes: BenchSizes | None = None,
+              log=print) -> dict:
+    """Measure everything the module doc lists; print a summary and write ``out`` (JSON)."""
+    from .train import select_device
+
+    sizes = sizes or (QUICK if quick else BenchSizes())
+    if epochs is not None:
+        sizes = BenchSizes(**{**sizes.__dict__, "epochs": epochs})
+    dev = select_device(device)
+    threads = torch.get_num_threads()
+    result: dict = {"quick": quick, "sizes": {k: (list(v) if isinstance(v, tuple) else v)
+                                              for k, v in sizes.__dict__.items()},
+                    "machine": _machine(dev, threads)}
+    log(f"bench on {dev} ({result['machine']['processor']}), {threads} threads, torch {torch.__version__}, "
+        f"load average {result['machine']['load_average']}")
+
+    peak = matmul_peak(sizes.matmul_n, dev)
+    result["matmul_fp32"] = peak
+    log(f"fp32 matmul peak ({sizes.matmul_n}^3): {peak['gflops_best']:.1f} GFLOP/s best, "
+        f"{peak['gflops_median']:.1f} median")
+
+    step_flops = training_flops(THESIS, sizes.batch)
+    steps = math.ceil(sizes.clips / sizes.batch)
+    result["flops"] = {"forward_per_clip": forward_flops(THESIS), "training_step": step_flops,
+                       "steps_per_epoch": steps, "training_epoch": step_flops * steps}
+    log(f"training step (batch {sizes.batch}): {step_flops / 1e9:.1f} GFLOP; epoch: "
+        f"{step_flops * steps / 1e9:.0f} GFLOP in {steps} steps")
+
+    tmp = Path(tempfile.mkdtemp(prefix="thesis_lib_bench_"))
+    try:
+        clips_file = tmp / "clips.f32"
+        rng = np.random.default_rng(0)
+        mm = np.memmap(clips_file, dtype=np.float32, mode="w+", shape=(sizes.clips, THESIS.clip_samples))
+        for lo in range(0, sizes.clips, 256):
+            hi = min(sizes.clips, lo + 256)
+            mm[lo:hi] = 0.3 * rng.standard_normal((hi - lo, THESIS.clip_samples), dtype=np.float32)
+        mm.flush()
+        del mm
+        result["training"] = {}
+        for impl in ("reference", "fast"):
+            r = _in_child(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
+                          sizes.warmup_steps, impl, str(dev), threads)
+            r["gflops"] = step_flops * steps / r["seconds_per_epoch"] / 1e9
+            r["fraction_of_peak"] = r["gflops"] / peak["gflops_best"]
+            r["seconds_for_thesis_run"] = r["seconds_per_epoch"] * THESIS.epochs
+            result["training"][impl] = r
+            log(f"training {impl:9s}: {r['seconds_per_epoch']:7.2f} s/epoch (median of "
+                f"{sizes.epochs}: {', '.join(f'{t:.2f}' for t in r['epoch_seconds'])}), "
+                f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak, "
+                f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+        ref, fast = result["training"]["reference"], result["training"]["fast"]
+        result["training"]["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]
+        result["training"]["thesis_titan_x_seconds_per_epoch"] = THESIS_SECONDS_PER_EPOCH
+        log(f"fast / reference speed-up {result['training']['speedup']:.2f}x; the thesis's TITAN X: "
+            f"{THESIS_SECONDS_PER_EPOCH} s/epoch")
+
+        inf = _in_child(_inference_child, sizes.infer_batches, sizes.infer_clips, sizes.music_seconds,
+                        str(dev), threads)
+        result["inference"] = inf
+        log("inference: " + ", ".join(f"batch {b}: {v:.0f} clips/s" for b, v in inf["clips_per_second"].items())
+            + f"; {inf['music_seconds_per_second']:.0f} s of music per second")
+
+        data = tmp / "tracks"
+        music = _compose_tracks(data, sizes.prep_tracks, sizes.prep_seconds)
+        jobs = os.cpu_count() or 1
+        prep = _in_child(_prepare_child, str(data), str(tmp / "prepared"), jobs)
+        prep.update(tracks=sizes.prep_tracks, music_seconds=music, jobs=jobs,
+                    music_seconds_per_second=music / prep["wall_seconds"])
+        result["preparation"] = prep
+        log(f"preparation: {sizes.prep_tracks} tracks of {sizes.prep_seconds:.0f} s with {jobs} jobs in "
+            f"{prep['wall_seconds']:.1f} s = {prep['music_seconds_per_second']:.0f} s of music per second; "
+            f"peak RSS {prep['peak_rss_mb']:.0f} MB (main), {prep['workers_peak_rss_mb']:.0f} MB (largest worker)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    result["peak_rss_mb"] = {"training_reference": ref["peak_rss_mb"], "training_fast": fast["peak_rss_mb"],
+                             "preparation": prep["peak_rss_mb"],
+                             "preparation_workers": prep["workers_peak_rss_mb"],
+                             "inference": inf["peak_rss_mb"]}
+    result["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    log(f"wrote {out}")
+    return result
