@@ -188,3 +188,48 @@ def test_a_seeded_random_net_dreams_the_other_named_layers():
     for layer in ("input_norm", "norm1", "norm3", "fc", "out"):   # conv layers are tested above
         r = dream(model, clip, layer, iterations=1, progress=False)
         assert r.objective_after >= r.objective_before and audio_problems(r.audio) == [], layer
+
+
+def test_unbounded_lbfgs_only_turns_the_volume_up(net):
+    model, _, ds = net
+    clip = clip_of(ds, "low")
+    r = dream(model, clip, "conv3", iterations=2, cfg=replace(DREAM, bound=None), progress=False)
+    assert np.max(np.abs(r.raw)) > 10 and r.objective_after > 100 * r.objective_written
+    assert audio_problems(r.audio) == []          # still written safely at peak 0.9
+
+
+def test_dream_figures(net):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from thesis_lib import plots
+
+    model, _, ds = net
+    clip = clip_of(ds, "low")
+    signals = {"original": clip, "conv1": dream(model, clip, "conv1", iterations=1, progress=False).audio}
+    for fig in (plots.dream_waveforms(signals), plots.dream_spectrograms(signals)):
+        assert len(fig.axes) >= 2
+        plt.close(fig)
+    freqs, resp = filter_responses(model)
+    fig = plots.filter_responses_and_dreams(freqs, resp, [clip] * 8)
+    assert len(fig.axes) == 16
+    plt.close(fig)
+    fig = plots.objective_histories({"a": [1.0, 2.0, 4.0]})
+    assert fig.axes[0].get_yscale() == "log"
+    plt.close(fig)
+
+
+def test_dream_report_quick(net, tmp_path):
+    from thesis_lib.dream_report import markdown, measure
+
+    model, styles, ds = net
+    only = ("thesis L-BFGS-B", "Gatys, thesis net")
+    report = measure(model, clip_of(ds, "low"), clip_of(ds, "high"), np.stack([clip_of(ds, "low", 1)]),
+                     styles.index("high"), tmp_path, quick=True, progress=False, only=only)
+    assert {r["method"] for r in report["rows"]} == set(only) and len(report["rows"]) == 5
+    assert all(np.isfinite(r["after"]) and r["seconds"] >= 0 for r in report["rows"])
+    assert report["steering"]["clips"] == 1
+    assert (tmp_path / "report.md").read_text() == markdown(report)
+    assert len(list(tmp_path.glob("*.wav"))) == len(report["rows"]) + 2

@@ -111,7 +111,7 @@ def load_clip(path: str | Path, offset: float | None = None, cfg: ThesisConfig =
 
 def check_clip(clip: np.ndarray, cfg: ThesisConfig = THESIS) -> np.ndarray:
     """The clip as 1-D float32 of the net's input length, or a :class:`DreamError` saying what is wrong."""
-    x = np.asarray(clip, dtype=np.float32).squeeze()
+    x = np.array(clip, dtype=np.float32).squeeze()   # a copy: clips may be read-only memory maps
     if x.ndim != 1 or x.size != cfg.clip_samples:
         raise DreamError(f"a clip must be {cfg.clip_samples} samples (one {cfg.clip_seconds:g}-s clip at "
                          f"{cfg.sample_rate} Hz), got shape {np.shape(clip)}")
@@ -302,11 +302,12 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
     scipy works in float64 numpy, the net in float32 torch; each evaluation
     converts ``x`` in, runs forward and backward, and hands loss and gradient
     back. A non-finite loss is reported as huge so the line search backs off.
+    The point returned is the best one evaluated.
     ``bounds=(low, high)`` boxes every variable (``None`` on a side: open).
     ``threads`` limits torch's CPU threads meanwhile (see :func:`cpu_threads`).
     """
     shape = np.shape(x0)
-    state = {"loss": float("nan"), "evals": 0}
+    state = {"loss": float("nan"), "evals": 0, "best": float("inf"), "best_x": None}
     history: list[float] = []
 
     def f(z: np.ndarray) -> tuple[float, np.ndarray]:
@@ -318,6 +319,8 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
         if not np.isfinite(value) or not torch.isfinite(grad).all():
             return 1e30, np.zeros(z.size)
         state["loss"] = value
+        if value < state["best"]:
+            state["best"], state["best_x"] = value, z.copy()
         return value, grad.detach().cpu().numpy().astype(np.float64).ravel()
 
     box = None
@@ -336,8 +339,10 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
 
         res = minimize(f, x_start, jac=True, method="L-BFGS-B", bounds=box, callback=callback,
                        options={"maxiter": iterations, "maxfun": max(20, 4 * iterations)})
-    return LbfgsOutcome(res.x.reshape(shape), float(res.fun), history, int(res.nit), state["evals"],
-                        str(res.message))
+    # The best point evaluated: normally L-BFGS-B's answer, but when a line search
+    # runs off (an unbounded objective) scipy hands back an older point.
+    best, loss = (res.x, float(res.fun)) if state["best_x"] is None else (state["best_x"], state["best"])
+    return LbfgsOutcome(best.reshape(shape), loss, history, int(res.nit), state["evals"], str(res.message))
 
 
 def _device_of(model: StyleNet) -> torch.device:

@@ -93,7 +93,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
                    help=f"start from the content's log-magnitude or from noise (the paper); default {AUDIO_STYLE.init}")
     p.add_argument("--griffin-lim-iterations", type=int, default=AUDIO_STYLE.griffin_lim_iterations,
                    help="phase-recovery iterations")
-    return {"dream": cmd_dream, "transform": cmd_transform, "style-transfer": cmd_style_transfer}
+    p = sub.add_parser("dream-report", help="run and time every dreaming/transformation method once",
+                       description="Every method with its default settings on one content clip (and a style/guide "
+                                   "clip): objective before/after, seconds, and numbers that describe each "
+                                   "sound. Writes OUT/report.md, OUT/report.json and every sound as WAV.")
+    p.add_argument("--model", required=True, type=Path, help="trained model.pt")
+    p.add_argument("--clip", required=True, type=Path, help="content clip's audio (e.g. a C-pop track)")
+    p.add_argument("--style", required=True, type=Path, help="style/guide audio (e.g. a metal track)")
+    p.add_argument("--offset", type=float, default=None, help="start of the content clip in seconds")
+    p.add_argument("--out", required=True, type=Path, help="folder for the report and the sounds")
+    p.add_argument("--steer-data", type=Path, default=None, help="prepared folder whose clips are steered")
+    p.add_argument("--steer-clips", type=int, default=8, help="how many clips to steer (default 8)")
+    p.add_argument("--target", default=None, help="style to steer toward (default: the model's second style)")
+    p.add_argument("--quick", action="store_true", help="a few iterations per method (a smoke test)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    return {"dream": cmd_dream, "transform": cmd_transform, "style-transfer": cmd_style_transfer,
+            "dream-report": cmd_dream_report}
 
 
 def _load(a: argparse.Namespace):
@@ -205,4 +221,34 @@ def cmd_style_transfer(a: argparse.Namespace) -> int:
             f"long-term spectrum distance to style {m['style_ltas_db']:.2f} dB, to content "
             f"{m['content_ltas_db']:.2f} dB; envelope correlation with content {m['envelope_corr']:.2f}; "
             f"{r.seconds:.1f} s\nwrote {out}", r.summary(), a.json)
+    return 0
+
+
+def _steer_clips(data: Path, n: int, target: int, styles: list[str], seed: int = 0):
+    """``n`` random clips of a prepared folder that are not of the target style."""
+    import numpy as np
+
+    from .data import PreparedDataset
+
+    ds = PreparedDataset.load(data)
+    name = styles[target]
+    pool = np.flatnonzero(ds.style_of != ds.styles.index(name)) if name in ds.styles else np.arange(len(ds))
+    pick = np.sort(np.random.default_rng(seed).choice(pool, min(n, pool.size), replace=False))
+    return np.asarray(ds.clips[pick], dtype=np.float32)
+
+
+def cmd_dream_report(a: argparse.Namespace) -> int:
+    """``dream-report``: every method once, timed and described (the book's closing note)."""
+    from .dream import load_clip
+    from .dream_report import markdown, measure
+
+    model, styles = _load(a)
+    content, style = load_clip(a.clip, a.offset, model.cfg), load_clip(a.style, None, model.cfg)
+    target = styles.index(a.target) if a.target in styles else min(1, len(styles) - 1)
+    if a.target is not None and a.target not in styles:
+        raise DreamError(f"--target {a.target!r} is not a style of this model; choose from {styles}")
+    clips = _steer_clips(a.steer_data, a.steer_clips, target, styles) if a.steer_data else None
+    report = measure(model, content, style, clips, target, a.out, a.quick, not a.quiet)
+    print(markdown(report))
+    print(f"wrote {a.out / 'report.md'}, {a.out / 'report.json'} and the sounds")
     return 0

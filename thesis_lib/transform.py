@@ -321,8 +321,10 @@ def steer(model: StyleNet, clip: np.ndarray, target: int, iterations: int = TRAN
 
     The content term is ``w`` divided by the linear SNR, so ``w = 10`` makes
     a change at 20 dB SNR cost 0.1 nats: small changes are cheap, but the
-    clip cannot simply be replaced. Probabilities are measured on the written
-    (peak-0.9) audio, which is what a listener -- and the classifier -- gets.
+    clip cannot simply be replaced. Probabilities and SNR are measured on the
+    steered signal at the original's level (the classifier's batch norm is
+    fixed at test time, so loudness matters to it); only ``audio``, for
+    listening, is normalised to peak 0.9.
     """
     _freeze(model)
     x0 = check_clip(clip, model.cfg)
@@ -340,10 +342,9 @@ def steer(model: StyleNet, clip: np.ndarray, target: int, iterations: int = TRAN
     t0 = time.perf_counter()
     out = minimize_lbfgs(loss, x0, iterations, (-1.0, 1.0), device, progress, desc=f"steer → {target}")
     seconds = time.perf_counter() - t0
-    audio = finish_audio(out.x, model.cfg)
-    p1 = _proba(model, audio, device)
-    return SteerResult(audio, target, float(p0[target]), float(p1[target]), int(p0.argmax()), int(p1.argmax()),
-                       snr_db(audio, x0), seconds, out.iterations)
+    p1 = _proba(model, out.x, device)
+    return SteerResult(finish_audio(out.x, model.cfg), target, float(p0[target]), float(p1[target]),
+                       int(p0.argmax()), int(p1.argmax()), snr_db(out.x, x0), seconds, out.iterations)
 
 
 def steer_many(model: StyleNet, clips: np.ndarray, target: int, iterations: int = TRANSFORM.steer_iterations,
