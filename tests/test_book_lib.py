@@ -86,3 +86,33 @@ def test_markdown_table_formats_floats_and_keeps_columns():
 def test_epoch_and_exp_timings_are_positive():
     assert book.exp_timing("cpu", 1000, 5) > 0
     assert book.epoch_timing(1, batch_size=2) > 0
+
+
+def test_two_chapters_asking_at_once_train_the_run_only_once(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    monkeypatch.setenv("THESIS_LIB_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_train(out, done, *args):
+        calls.append(out)
+        time.sleep(0.3)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text("{}")
+
+    monkeypatch.setattr(book, "_train_run", fake_train)
+    errors = []
+
+    def ask():
+        try:
+            book.trained_model(True)
+        except Exception as exc:  # the fake run has no model.pt; only the training count matters
+            errors.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(errors) == 3

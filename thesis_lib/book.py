@@ -128,7 +128,6 @@ def trained_model(fast: bool = True, split: str = "track", epochs: int | None = 
     the same files. A run counts as finished once ``book.json`` is written.
     """
     from .checkpoint import load_model
-    from .reproduce import reproduce
 
     spec = synth_spec(fast)
     settings = train_settings(fast, epochs, device, seed)
@@ -137,21 +136,52 @@ def trained_model(fast: bool = True, split: str = "track", epochs: int | None = 
     done = out / "book.json"
     reused = done.is_file()
     if not reused:
-        if out.exists():
-            shutil.rmtree(out)  # an interrupted run: start again
-        import matplotlib.pyplot as plt
-
-        before = set(plt.get_fignums())
-        reproduce(out, spec, cfg, settings, split=split, progress=progress,
-                  log=log or (lambda m: None))
-        for num in set(plt.get_fignums()) - before:  # reproduce saved figure21.png; do not show it twice
-            plt.close(num)
-        done.write_text(json.dumps({"spec": asdict(spec), "settings": asdict(settings), "split": split}, indent=1))
+        with _lock(out.with_name(out.name + ".lock")):  # two notebooks asking at once train it once
+            reused = done.is_file()
+            if not reused:
+                _train_run(out, done, spec, cfg, settings, split, progress, log)
     model, styles, _ = load_model(out / "model.pt")
     metrics = json.loads((out / "metrics.json").read_text())
     ds = dataset(fast, spec, cfg)
     sp = split_dataset(ds, *per_style, split=split, seed=settings.seed)
     return BookRun(model, styles, metrics, list(metrics.get("epochs", [])), out, ds, sp, spec, settings, reused)
+
+
+def _lock(path: Path):
+    """An exclusive file lock (POSIX); a no-op where fcntl is missing."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - Windows
+                yield
+                return
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    return held()
+
+
+def _train_run(out: Path, done: Path, spec: SynthSpec, cfg: ThesisConfig, settings: TrainSettings,
+               split: str, progress: bool, log) -> None:
+    import matplotlib.pyplot as plt
+
+    from .reproduce import reproduce
+
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted run: start again
+    before = set(plt.get_fignums())
+    reproduce(out, spec, cfg, settings, split=split, progress=progress, log=log or (lambda m: None))
+    for num in set(plt.get_fignums()) - before:  # reproduce saved figure21.png; do not show it twice
+        plt.close(num)
+    done.write_text(json.dumps({"spec": asdict(spec), "settings": asdict(settings), "split": split}, indent=1))
 
 
 # ----------------------------------------------------------------------------

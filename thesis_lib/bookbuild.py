@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "_build", help="build folder (default _build)")
     p.add_argument("--only", nargs="*", help="chapter name prefixes to execute, e.g. 02 03")
     p.add_argument("--no-html", action="store_true", help="execute only, do not run jupyter-book")
+    p.add_argument("--no-main-job", action="store_true",
+                   help="with full parameters: skip the main job (chapters then train what they miss)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra parameter for every chapter that has it (Python literal)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: none)")
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in a.param:
         k, _, v = item.partition("=")
         extra[k] = ast.literal_eval(v)
-    if not a.fast:
+    if not a.fast and not a.no_main_job:
         main_job()
     build(a.out, a.fast, a.only, not a.no_html, extra, a.timeout)
     return 0
