@@ -15,7 +15,7 @@ from thesis_lib.cli import main
 from thesis_lib.config import THESIS
 from thesis_lib.dream import (DREAM, DreamError, check_clip, dream, dream_layers, filter_dreams,
                               filter_responses, guided_dream, layer_objective, load_clip, minimize_lbfgs,
-                              objective_value, random_net_like)
+                              objective_value, random_net_like, response_agreement)
 from thesis_lib.measures import audio_problems
 
 QUICK = replace(DREAM, steps_per_octave=FEW, octaves=2)
@@ -98,6 +98,11 @@ def test_filter_responses_and_their_dreams(net):
     dreams = filter_dreams(model, clip_of(ds, "low"), iterations=2, progress=False)
     assert len(dreams) == 8 and all(d.objective_after > d.objective_before for d in dreams)
     assert all("channel" in d.objective for d in dreams)
+    agree = response_agreement(freqs, resp, [d.audio for d in dreams])
+    assert len(agree) == 8 and all(-1 <= a <= 1 for a in agree)
+    # A filter's own response, played as a sound, agrees with itself.
+    impulse_sound = np.real(np.fft.irfft(10 ** (resp[0] / 20) * np.exp(2j * np.pi * np.random.default_rng(0).random(257))))
+    assert response_agreement(freqs, resp[:1], [np.tile(impulse_sound, 80)[:THESIS.clip_samples]])[0] > 0.9
 
 
 def test_minimize_lbfgs_solves_a_boxed_quadratic():
@@ -225,10 +230,11 @@ def test_dream_report_quick(net, tmp_path):
     from thesis_lib.dream_report import markdown, measure
 
     model, styles, ds = net
-    only = ("thesis L-BFGS-B", "Gatys, thesis net")
+    only = ("thesis L-BFGS-B", "Gatys, thesis net", "filter dreams")
     report = measure(model, clip_of(ds, "low"), clip_of(ds, "high"), np.stack([clip_of(ds, "low", 1)]),
                      styles.index("high"), tmp_path, quick=True, progress=False, only=only)
-    assert {r["method"] for r in report["rows"]} == set(only) and len(report["rows"]) == 5
+    assert {r["method"] for r in report["rows"]} == set(only[:2]) and len(report["rows"]) == 5
+    assert [len(report["filters"][k]["agreement"]) for k in ("trained", "random")] == [8, 8]
     assert all(np.isfinite(r["after"]) and r["seconds"] >= 0 for r in report["rows"])
     assert report["steering"]["clips"] == 1
     assert (tmp_path / "report.md").read_text() == markdown(report)

@@ -515,6 +515,22 @@ def filter_responses(model: StyleNet, n_fft: int = 512) -> tuple[np.ndarray, np.
     return freqs, 20 * np.log10(np.maximum(h, 1e-8))
 
 
+def response_agreement(freqs: np.ndarray, responses_db: np.ndarray, dreams: list[np.ndarray],
+                       sample_rate: int = THESIS.sample_rate) -> list[float]:
+    """Per conv1 filter: correlation between its response (dB) and its dream's average spectrum (dB).
+
+    Near 1: the dream put its energy where the filter passes most, i.e. the
+    first layer's dream is the filter's own pass band made audible.
+    """
+    from .measures import average_spectrum_db
+
+    out = []
+    for resp, y in zip(responses_db, dreams):
+        f, level = average_spectrum_db(y, sample_rate, n_fft=2 * (len(freqs) - 1))
+        out.append(float(np.corrcoef(np.interp(f, freqs, resp), level)[0, 1]))
+    return out
+
+
 def filter_dreams(model: StyleNet, clip: np.ndarray, method: str = "lbfgs", iterations: int | None = None,
                   cfg: DreamConfig = DREAM, progress: bool = True) -> list[DreamResult]:
     """One dream per first-layer filter (its channel of conv1), to set beside :func:`filter_responses`."""
@@ -527,5 +543,5 @@ __all__ = [
     "DreamConfig", "DREAM", "METHODS", "DreamError", "DreamResult", "Objective", "LbfgsOutcome",
     "load_clip", "check_clip", "finish_audio", "layer_objective", "guide_objective", "objective_value",
     "cpu_threads", "minimize_lbfgs", "maximize_lbfgs", "maximize_ascent", "dream", "guided_dream", "dream_layers",
-    "random_net_like", "filter_responses", "filter_dreams",
+    "random_net_like", "filter_responses", "filter_dreams", "response_agreement",
 ]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .audio import write_wav
 from .audio_style import AUDIO_STYLE, net_style_transfer, stft_style_transfer
 from .config import THESIS
-from .dream import DREAM, dream, guided_dream, random_net_like
+from .dream import DREAM, dream, filter_dreams, filter_responses, guided_dream, random_net_like, response_agreement
 from .measures import describe, envelope_correlation, log_spectral_distance, snr_db
 from .model import StyleNet
 from .transform import TRANSFORM, gatys_transfer, invert, steer_many
@@ -120,6 +120,8 @@ def measure(model: StyleNet, content: np.ndarray, style: np.ndarray, steer_clips
         if out is not None:
             write_wav(out / f"{_slug(method, setting)}.wav", result.audio)
     report: dict = {"rows": rows}
+    if only is None or "filter dreams" in only:
+        report["filters"] = _filter_agreement(model, content, 3 if quick else None)
     if steer_clips is not None and len(steer_clips):
         (summary, _), wall, cpu = _timed(lambda: steer_many(model, steer_clips, steer_target,
                                                             3 if quick else TRANSFORM.steer_iterations,
@@ -129,6 +131,17 @@ def measure(model: StyleNet, content: np.ndarray, style: np.ndarray, steer_clips
         (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
         (out / "report.md").write_text(markdown(report))
     return report
+
+
+def _filter_agreement(model: StyleNet, content: np.ndarray, iterations: int | None) -> dict:
+    """Each conv1 filter's dream against its response, for the trained and an untrained net."""
+    out = {}
+    for name, net in (("trained", model), ("random", random_net_like(model, DREAM.seed))):
+        (dreams, wall, cpu) = _timed(lambda n=net: filter_dreams(n, content, "lbfgs", iterations, progress=False))
+        freqs, resp = filter_responses(net)
+        out[name] = {"agreement": response_agreement(freqs, resp, [d.audio for d in dreams]),
+                     "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2)}
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -143,6 +156,11 @@ def markdown(report: dict) -> str:
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in report["rows"]]
+    if "filters" in report:
+        for name, f in report["filters"].items():
+            lines += ["", f"conv1 filter dreams, {name} net: correlation of each filter's response with its "
+                          f"dream's spectrum " + ", ".join(f"{a:.2f}" for a in f["agreement"])
+                      + f" (mean {np.mean(f['agreement']):.2f}); {f['seconds']:.1f} s."]
     if "steering" in report:
         s = report["steering"]
         lines += ["", f"Steering: {s['flipped']} of {s['clips'] - s['already_target']} clips flipped to the target "
