@@ -146,7 +146,8 @@ def test_transform_and_style_transfer_cli(net, tmp_path, capsys):
     sf.write(tmp_path / "a.wav", chord(6.0, seed=0), THESIS.sample_rate)
     sf.write(tmp_path / "b.wav", chord(6.0, seed=1)[::-1].copy(), THESIS.sample_rate)
     common = ["--model", str(path), "--clip", str(tmp_path / "a.wav"), "--quiet", "--iterations", "2"]
-    assert main(["transform", "--mode", "invert", "--layer", "conv1", "--out", str(tmp_path / "inv.wav"), *common]) == 0
+    assert main(["transform", "--mode", "invert", "--layer", "conv1", "--out", str(tmp_path / "inv.wav"),
+                 *common]) == 0
     assert "SNR" in capsys.readouterr().out
     assert main(["transform", "--mode", "steer", "--out", str(tmp_path / "steer.wav"), *common]) == 0
     assert "steering toward" in capsys.readouterr().out

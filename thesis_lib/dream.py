@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -451,7 +451,7 @@ def _run(model: StyleNet, clip: np.ndarray, objective: Objective, method: str, i
                               cfg.bound, progress, cfg.cpu_threads)
     if method == "ascent":
         if iterations is not None:
-            cfg = DreamConfig(**{**cfg.__dict__, "steps_per_octave": iterations})
+            cfg = replace(cfg, steps_per_octave=iterations)
         return maximize_ascent(model, clip, objective, cfg, progress)
     raise DreamError(f"method must be one of {METHODS}, not {method!r}")
 

@@ -186,8 +186,9 @@ def cmd_transform(a: argparse.Namespace) -> int:
                  f"style loss {r.style_loss_before:.4g} -> {r.style_loss_after:.4g}; flatness "
                  f"{r.metrics['flatness']:.3f} (1 = white noise); {r.seconds:.1f} s")
     else:
+        device = next(model.parameters()).device
         with torch.no_grad():
-            predicted = int(model.predict_proba(torch.as_tensor(clip, device=next(model.parameters()).device)[None]).argmax())
+            predicted = int(model.predict_proba(torch.as_tensor(clip, device=device)[None]).argmax())
         target = _target_index(a.target, styles, predicted)
         r = steer(model, clip, target, a.iterations or TRANSFORM.steer_iterations, progress=not a.quiet)
         title = (f"steering toward {styles[target]}: p({styles[target]}) {r.p_target_before:.3f} -> "

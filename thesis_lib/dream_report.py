@@ -55,8 +55,10 @@ def _plans(model: StyleNet, content: np.ndarray, style: np.ndarray, quick: bool)
     plans: list[tuple[str, str, Callable]] = []
     for layer in LAYERS:
         plans.append(("thesis L-BFGS-B", layer, lambda l=layer: dream(model, content, l, "lbfgs", it, progress=False)))
-    plans.append(("L-BFGS-B unbounded", "conv3", lambda: dream(model, content, "conv3", "lbfgs", it,
-                                                                 cfg=replace(dcfg, bound=None), progress=False)))
+    for layer in LAYERS:
+        plans.append(("L-BFGS-B unbounded", layer, lambda l=layer: dream(model, content, l, "lbfgs", it,
+                                                                         cfg=replace(dcfg, bound=None),
+                                                                         progress=False)))
     for layer in LAYERS:
         plans.append(("DeepDream ascent", layer, lambda l=layer: dream(model, content, l, "ascent", cfg=dcfg,
                                                                        progress=False)))

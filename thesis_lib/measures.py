@@ -72,13 +72,18 @@ def average_spectrum_db(y: np.ndarray, sample_rate: int = THESIS.sample_rate,
     return f, _db(p)
 
 
-def ltas_distance(a: np.ndarray, b: np.ndarray, sample_rate: int = THESIS.sample_rate) -> float:
+def ltas_distance(a: np.ndarray, b: np.ndarray, sample_rate: int = THESIS.sample_rate,
+                  floor_db: float = 60.0) -> float:
     """RMS difference (dB) of the two long-term spectra, overall level removed.
 
-    A timbre measure: a style transfer should bring it down toward the style clip.
+    A timbre measure: a style transfer should bring it down toward the style
+    clip. Levels more than ``floor_db`` below each spectrum's peak are raised
+    to that floor, so that the depth of inaudible valleys between the
+    partials of clean synthetic tones does not dominate the distance.
     """
     _, la = average_spectrum_db(a, sample_rate)
     _, lb = average_spectrum_db(b, sample_rate)
+    la, lb = np.maximum(la, la.max() - floor_db), np.maximum(lb, lb.max() - floor_db)
     d = (la - la.mean()) - (lb - lb.mean())
     return float(np.sqrt(np.mean(d ** 2)))
 

@@ -143,8 +143,8 @@ def style_loss_terms(model: StyleNet, layers: tuple[str, ...], style: torch.Tens
     sizes = {name: (feats[name].shape[-2], feats[name].shape[-1]) for name in layers}
 
     def terms(feats_x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: ((gram(feats_x[name]) - targets[name]) ** 2).sum() / (4 * sizes[name][0] ** 2 * sizes[name][1] ** 2)
-                for name in layers}
+        return {name: ((gram(feats_x[name]) - targets[name]) ** 2).sum()
+                / (4 * sizes[name][0] ** 2 * sizes[name][1] ** 2) for name in layers}
     return terms
 
 
