@@ -44,8 +44,13 @@ class DreamConfig:
     The thesis gives the objective and the optimiser but not the number of
     iterations nor whether the waveform was bounded; we bound it to [-1, 1]
     (the range of a 16-bit file) because ``½ Σ y²`` of a ReLU net grows
-    without limit with the input's scale, and without a bound L-BFGS-B only
-    learns to turn the volume up. ``bound=None`` gives the unbounded run.
+    without limit with the input's scale: unbounded, L-BFGS-B's first line
+    search runs off to amplitudes near 1e10 and stops, and what remains
+    after the peak-0.9 normalisation is the clip plus its gradient.
+    ``bound=None`` gives that run. Bounded, the maximum of this (piecewise)
+    convex objective lies on the box's corners, so long runs drive most
+    samples to ±1: loud, harsh, with little of the original left. DeepDream's
+    small normalised steps (``method="ascent"``) keep the original's shape.
     """
 
     # --- the thesis's L-BFGS-B (thesis 4.3) -------------------------------
@@ -446,6 +451,8 @@ def maximize_ascent(model: StyleNet, clip: np.ndarray, objective: Objective, cfg
 
 def _run(model: StyleNet, clip: np.ndarray, objective: Objective, method: str, iterations: int | None,
          cfg: DreamConfig, progress: bool) -> DreamResult:
+    if iterations is not None and iterations < 1:
+        raise DreamError(f"iterations must be at least 1, not {iterations}")
     if method == "lbfgs":
         return maximize_lbfgs(model, clip, objective, cfg.iterations if iterations is None else iterations,
                               cfg.bound, progress, cfg.cpu_threads)

@@ -123,7 +123,7 @@ def measure(model: StyleNet, content: np.ndarray, style: np.ndarray, steer_clips
             write_wav(out / f"{_slug(method, setting)}.wav", result.audio)
     report: dict = {"rows": rows}
     if only is None or "filter dreams" in only:
-        report["filters"] = _filter_agreement(model, content, 3 if quick else None)
+        report["filters"] = _filter_agreement(model, content, 1 if quick else None)
     if steer_clips is not None and len(steer_clips):
         (summary, _), wall, cpu = _timed(lambda: steer_many(model, steer_clips, steer_target,
                                                             3 if quick else TRANSFORM.steer_iterations,
