@@ -43,6 +43,7 @@ def test_measures_say_what_they_should():
     assert envelope_correlation(tone, tone) == pytest.approx(1.0)
     d = describe(tone, sr)
     assert abs(d["dominant_hz"] - 220) < sr / 512 + 1 and d["active_fraction"] == 1.0
+    assert d["full_scale_fraction"] < 0.01 and describe(np.sign(tone))["full_scale_fraction"] > 0.99
     assert audio_problems(tone) == []
     bad = tone.copy()
     bad[5] = np.nan

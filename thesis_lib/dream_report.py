@@ -36,7 +36,8 @@ def relation(y: np.ndarray, original: np.ndarray, sample_rate: int = THESIS.samp
     d = describe(y, sample_rate)
     return {"snr_db": snr_db(y, original), "envelope_corr": envelope_correlation(y, original),
             "lsd_db": log_spectral_distance(y, original, sample_rate), "centroid_hz": d["centroid_hz"],
-            "flatness": d["flatness"], "active_fraction": d["active_fraction"]}
+            "flatness": d["flatness"], "active_fraction": d["active_fraction"],
+            "full_scale_fraction": d["full_scale_fraction"]}
 
 
 def _timed(fn: Callable[[], object]) -> tuple[object, float, float]:
@@ -149,7 +150,7 @@ def _filter_agreement(model: StyleNet, content: np.ndarray, iterations: int | No
 def markdown(report: dict) -> str:
     """The report as a Markdown table (and a steering line)."""
     cols = ["method", "setting", "before", "after", "iterations", "seconds", "cpu_seconds", "snr_db",
-            "envelope_corr", "lsd_db", "centroid_hz", "flatness"]
+            "envelope_corr", "lsd_db", "centroid_hz", "flatness", "full_scale_fraction"]
 
     def fmt(v) -> str:
         if isinstance(v, float):

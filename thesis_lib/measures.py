@@ -122,7 +122,11 @@ def spectral_flatness(y: np.ndarray, sample_rate: int = THESIS.sample_rate) -> f
 
 
 def describe(y: np.ndarray, sample_rate: int = THESIS.sample_rate) -> dict[str, float]:
-    """A spectral summary of one sound: level, brightness, noisiness, main frequency, activity."""
+    """A spectral summary of one sound: level, brightness, noisiness, main frequency, activity.
+
+    ``full_scale_fraction`` is the share of samples at the peak: near 1 for a
+    waveform pushed into the corners of the [-1, 1] box (a square-wave buzz).
+    """
     f, level = average_spectrum_db(y, sample_rate)
     power = 10 ** (level / 10)
     env = envelope_db(y)
@@ -133,6 +137,7 @@ def describe(y: np.ndarray, sample_rate: int = THESIS.sample_rate) -> dict[str, 
         "dominant_hz": float(f[int(np.argmax(level))]),
         "flatness": spectral_flatness(y, sample_rate),
         "active_fraction": float(np.mean(env > env.max() - 30)),
+        "full_scale_fraction": float(np.mean(np.abs(_f64(y)) >= 0.999 * np.max(np.abs(_f64(y))))),
     }
 
 
