@@ -193,7 +193,7 @@ def test_dream_cli_errors(net, tmp_path, capsys):
 def test_a_seeded_random_net_dreams_the_other_named_layers():
     model = random_net(0)
     clip = chord()
-    for layer in ("input_norm", "norm1", "norm3", "fc", "out"):   # conv layers are tested above
+    for layer in ("norm1", "fc", "out"):   # conv layers are tested above
         r = dream(model, clip, layer, iterations=1, progress=False)
         assert r.objective_after >= r.objective_before and audio_problems(r.audio) == [], layer
 
@@ -233,11 +233,11 @@ def test_dream_report_quick(net, tmp_path):
     from thesis_lib.dream_report import markdown, measure
 
     model, styles, ds = net
-    only = ("Gatys, thesis net", "filter dreams")
+    only = ("Gatys, thesis net",)      # filter dreams are tested above; each L-BFGS-B run costs ~0.5 s
     report = measure(model, clip_of(ds, "low"), clip_of(ds, "high"), np.stack([clip_of(ds, "low", 1)]),
                      styles.index("high"), tmp_path, quick=True, progress=False, only=only)
-    assert {r["method"] for r in report["rows"]} == {"Gatys, thesis net"} and len(report["rows"]) == 2
-    assert [len(report["filters"][k]["agreement"]) for k in ("trained", "random")] == [8, 8]
+    assert {r["method"] for r in report["rows"]} == set(only) and len(report["rows"]) == 2
+    assert "filters" not in report
     assert all(np.isfinite(r["after"]) and r["seconds"] >= 0 for r in report["rows"])
     assert report["steering"]["clips"] == 1
     assert (tmp_path / "report.md").read_text() == markdown(report)
