@@ -103,6 +103,10 @@ def test_html_has_every_chapter(built):
     assert f"https://colab.research.google.com/github/{slug}/blob/main/book/06_dreaming.ipynb" in page
     assert f"https://mybinder.org/v2/gh/{slug}/main?urlpath=tree/book/06_dreaming.ipynb" in page
     assert "geng2016" not in page and "Geng" in page  # citations are resolved, not raw keys
+    for chapter in CHAPTERS:  # Markdown tables printed by cells are rendered as tables
+        text = (html / "book" / f"{chapter}.html").read_text()
+        assert "|---|" not in text and "| ---: |" not in text, chapter
+    assert (html / "book" / "04_training.html").read_text().count("<table") >= 3
 
 
 @pytest.fixture(scope="session")
