@@ -91,3 +91,21 @@ def test_music_throughput_reports_seconds_per_second():
     torch.manual_seed(0)
     rate = music_throughput(StyleNet(2), seconds=20, repeats=1)
     assert rate > 0 and np.isfinite(rate)
+
+
+def test_folded_batchnorm_net_computes_the_same_function():
+    from thesis_lib.predict import FoldedStyleNet
+
+    torch.manual_seed(0)
+    model = StyleNet(3)
+    with torch.no_grad():          # non-trivial running statistics and affine parameters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.randn(4, THESIS.clip_samples)
+    with torch.no_grad():
+        torch.testing.assert_close(FoldedStyleNet(model)(x), model(x), rtol=1e-4, atol=1e-4)

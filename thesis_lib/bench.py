@@ -12,8 +12,9 @@ epoch of 4,800 clips at batch 480):
 * the FLOPs of one training step, counted from the layer shapes
   (:func:`training_flops`), the GFLOP/s each implementation achieves and
   the fraction of the fp32 matrix-multiply peak measured in this run;
-* inference clips per second at batch 48 and 480, and seconds of music
-  classified per second (decoded audio);
+* inference clips per second at batch 48 and 480 (batch norms folded, as
+  ``predict`` runs, and the plain model), and seconds of decoded music
+  classified per second;
 * preparation throughput (seconds of music per second of wall time) on
   generated tracks of several minutes, with its peak memory;
 * the device, threads, torch version and the machine's load, because on a
@@ -172,31 +173,33 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
 def _inference_child(batches: tuple[int, ...], n_clips: int, music_seconds: float, device: str,
                      threads: int) -> dict:
     from .model import StyleNet
-    from .predict import music_throughput
+    from .predict import inference_module, music_throughput
     from .train import select_device
 
     torch.set_num_threads(threads)
     dev = select_device(device)
     torch.manual_seed(0)
     model = StyleNet(2).to(dev).eval()
-    out = {}
+    nets = {"clips_per_second": inference_module(model), "clips_per_second_plain": model}
+    out: dict = {k: {} for k in nets}
     for b in batches:
         x = torch.randn(b, 1, THESIS.clip_samples, device=dev)
         n_steps = max(2, math.ceil(n_clips / b))
-        with torch.inference_mode():
-            model(x)
-            times = []
-            for _ in range(n_steps):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                model(x)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-        out[str(b)] = b / float(np.median(times))
+        for key, net in nets.items():
+            with torch.inference_mode():
+                net(x)
+                times = []
+                for _ in range(n_steps):
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    net(x)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t0)
+            out[key][str(b)] = b / float(np.median(times))
     rate = music_throughput(model, music_seconds, batch_size=THESIS.test_batch_size, device=dev)
-    return {"clips_per_second": out, "music_seconds_per_second": rate, "peak_rss_mb": _peak_rss_mb()}
+    return {**out, "music_seconds_per_second": rate, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _prepare_child(data: str, out: str, jobs: int) -> dict:
@@ -310,8 +313,10 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         inf = _in_child(_inference_child, sizes.infer_batches, sizes.infer_clips, sizes.music_seconds,
                         str(dev), threads)
         result["inference"] = inf
-        log("inference: " + ", ".join(f"batch {b}: {v:.0f} clips/s" for b, v in inf["clips_per_second"].items())
-            + f"; {inf['music_seconds_per_second']:.0f} s of music per second")
+        log("inference (batch norms folded, as predict runs): "
+            + ", ".join(f"batch {b}: {v:.0f} clips/s" for b, v in inf["clips_per_second"].items())
+            + " (plain model: " + ", ".join(f"{v:.0f}" for v in inf["clips_per_second_plain"].values())
+            + f"); {inf['music_seconds_per_second']:.0f} s of decoded music classified per second")
 
         data = tmp / "tracks"
         music = _compose_tracks(data, sizes.prep_tracks, sizes.prep_seconds)

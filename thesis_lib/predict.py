@@ -77,11 +77,64 @@ def track_clips(y: np.ndarray, cfg: ThesisConfig = THESIS, trim: str = "auto") -
     return cut_clips(body, cfg.clip_samples), trimmed, False
 
 
+class FoldedStyleNet(torch.nn.Module):
+    """A trained :class:`StyleNet` in eval mode with every batch norm folded into the next layer.
+
+    At test time a batch norm is a fixed per-channel ``a * x + b``; feeding a
+    'valid' convolution (or the fc layer), it can be absorbed into that
+    layer's weights (``W * a`` over the input channel) and bias
+    (``+ sum W * b``). Same function up to rounding, four fewer passes over
+    the activations per forward: for inference only (no training, no
+    gradients to the original weights).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        norms = [model.body._modules["input_norm"]] + [model.body._modules[f"norm{i}"]
+                                                      for i in range(1, len(model.cfg.convs) + 1)]
+        layers = [conv[0] for conv in (model.body._modules[f"conv{i}"]
+                                       for i in range(1, len(model.cfg.convs) + 1))] + [model.fc[0]]
+        self.weights, self.biases = [], []
+        with torch.no_grad():
+            for norm, layer in zip(norms, layers):
+                a = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                shift = norm.bias - norm.running_mean * a
+                w = layer.weight
+                if isinstance(layer, torch.nn.Linear):          # fc sees (channels x time) flattened
+                    w3 = w.view(w.shape[0], a.numel(), -1)
+                    self.weights.append((w3 * a[None, :, None]).reshape_as(w).clone())
+                    self.biases.append(layer.bias + (w3 * shift[None, :, None]).sum((1, 2)))
+                else:
+                    self.weights.append((w * a[None, :, None]).clone())
+                    self.biases.append(layer.bias + (w * shift[None, :, None]).sum((1, 2)))
+        self.strides = [c.stride for c in model.cfg.convs]
+        self.out_w, self.out_b = model.out.weight.detach().clone(), model.out.bias.detach().clone()
+        self.n_styles = model.n_styles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unsqueeze(1) if x.dim() == 2 else x
+        for w, b, s in zip(self.weights, self.biases, self.strides):
+            h = torch.relu_(torch.nn.functional.conv1d(h, w, b, s))
+        h = torch.relu_(torch.nn.functional.linear(h.flatten(1), self.weights[-1], self.biases[-1]))
+        return torch.nn.functional.linear(h, self.out_w, self.out_b)
+
+
+def inference_module(model: torch.nn.Module) -> torch.nn.Module:
+    """:class:`FoldedStyleNet` for a StyleNet, the model itself for anything else."""
+    from .model import StyleNet
+
+    return FoldedStyleNet(model.eval()) if isinstance(model, StyleNet) else model
+
+
 @torch.inference_mode()
 def clip_probabilities(model: torch.nn.Module, clips: np.ndarray, batch_size: int = THESIS.test_batch_size,
                        device: torch.device | str = "cpu") -> np.ndarray:
-    """Softmax probabilities of ``clips`` ``(n, clip_samples)``, in batches; ``(n, n_styles)``."""
+    """Softmax probabilities of ``clips`` ``(n, clip_samples)``, in batches; ``(n, n_styles)``.
+
+    A :class:`StyleNet` runs with its batch norms folded (:class:`FoldedStyleNet`).
+    """
     model.eval()
+    model = inference_module(model)
     device = torch.device(device)
     out = []
     for lo in range(0, len(clips), batch_size):
