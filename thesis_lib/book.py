@@ -435,8 +435,8 @@ def filter_stats(models: dict, cfg: ThesisConfig = THESIS) -> list[dict]:
             w = conv.weight.detach().cpu().numpy()
             f, db = frequency_responses(w, rates[i])
             peaks = f[np.argmax(db, axis=1)]
-            rows.append({"net": name, "layer": f"conv{i + 1}", "mean |w|": float(np.abs(w).mean()),
-                         "max |w|": float(np.abs(w).max()),
+            rows.append({"net": name, "layer": f"conv{i + 1}", "mean abs weight": float(np.abs(w).mean()),
+                         "max abs weight": float(np.abs(w).max()),
                          "median peak frequency (Hz)": float(np.median(peaks))})
     return rows
 
