@@ -81,6 +81,7 @@ def test_frequency_response_of_a_known_filter():
 def test_markdown_table_formats_floats_and_keeps_columns():
     text = book.markdown_table([{"a": 1, "b": 0.123456}, {"a": "x", "b": 2.0}])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| x | 2 |"]
+    assert book.markdown_table([{"|w|": "a|b"}]).splitlines()[::2] == ["| \\|w\\| |", "| a\\|b |"]
 
 
 def test_epoch_and_exp_timings_are_positive():
