@@ -255,16 +255,22 @@ def _cpu_name() -> str:
 
 def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str = "auto",
               epochs: int | None = None, sizes: BenchSizes | None = None,
-              log=print) -> dict:
-    """Measure everything the module doc lists; print a summary and write ``out`` (JSON)."""
+              log=print, isolate: bool = True) -> dict:
+    """Measure everything the module doc lists; print a summary and write ``out`` (JSON).
+
+    ``isolate=False`` runs every part in this process (faster to start, for
+    tests; peak memory figures are then this process's running maximum).
+    """
     from .train import select_device
+
+    run = _in_child if isolate else (lambda fn, *args: fn(*args))
 
     sizes = sizes or (QUICK if quick else BenchSizes())
     if epochs is not None:
         sizes = BenchSizes(**{**sizes.__dict__, "epochs": epochs})
     dev = select_device(device)
     threads = torch.get_num_threads()
-    result: dict = {"quick": quick, "sizes": {k: (list(v) if isinstance(v, tuple) else v)
+    result: dict = {"quick": quick, "isolated": isolate, "sizes": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in sizes.__dict__.items()},
                     "machine": _machine(dev, threads)}
     log(f"bench on {dev} ({result['machine']['processor']}), {threads} threads, torch {torch.__version__}, "
@@ -294,7 +300,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         del mm
         result["training"] = {}
         for impl in ("reference", "fast"):
-            r = _in_child(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
+            r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
                           sizes.warmup_steps, impl, str(dev), threads)
             r["gflops"] = step_flops * steps / r["seconds_per_epoch"] / 1e9
             r["fraction_of_peak"] = r["gflops"] / peak["gflops_best"]
@@ -310,7 +316,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         log(f"fast / reference speed-up {result['training']['speedup']:.2f}x; the thesis's TITAN X: "
             f"{THESIS_SECONDS_PER_EPOCH} s/epoch")
 
-        inf = _in_child(_inference_child, sizes.infer_batches, sizes.infer_clips, sizes.music_seconds,
+        inf = run(_inference_child, sizes.infer_batches, sizes.infer_clips, sizes.music_seconds,
                         str(dev), threads)
         result["inference"] = inf
         log("inference (batch norms folded, as predict runs): "
@@ -321,7 +327,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         data = tmp / "tracks"
         music = _compose_tracks(data, sizes.prep_tracks, sizes.prep_seconds)
         jobs = os.cpu_count() or 1
-        prep = _in_child(_prepare_child, str(data), str(tmp / "prepared"), jobs)
+        prep = run(_prepare_child, str(data), str(tmp / "prepared"), jobs)
         prep.update(tracks=sizes.prep_tracks, music_seconds=music, jobs=jobs,
                     music_seconds_per_second=music / prep["wall_seconds"])
         result["preparation"] = prep
