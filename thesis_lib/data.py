@@ -241,7 +241,6 @@ def prepare_dataset(data: str | Path, out: str | Path | None = None, cfg: Thesis
 
 def _write_prepared(tl: TrackList, key: str, cfg: ThesisConfig, tmp: Path, jobs: int, progress: bool) -> None:
     items = [(style, p) for style in tl.styles for p in tl.tracks[style]]
-    kept_styles = [s for s in tl.styles]
     tracks, track_style, clips_per_track, skipped = [], [], [], []
     with open(tmp / "clips.f32", "wb") as f:
         jobs = max(1, min(jobs, len(items)))
@@ -256,11 +255,11 @@ def _write_prepared(tl: TrackList, key: str, cfg: ThesisConfig, tmp: Path, jobs:
                 continue
             f.write(np.ascontiguousarray(res, dtype=np.float32).tobytes())
             tracks.append(rel)
-            track_style.append(kept_styles.index(style))
+            track_style.append(tl.styles.index(style))
             clips_per_track.append(len(res))
     per_style = {s: {"tracks": sum(1 for t in track_style if t == i),
                      "clips": sum(c for t, c in zip(track_style, clips_per_track) if t == i)}
-                 for i, s in enumerate(kept_styles)}
+                 for i, s in enumerate(tl.styles)}
     empty = [s for s, v in per_style.items() if v["tracks"] == 0]
     report = {
         "data": str(tl.root), "styles": per_style, "skipped": skipped,
@@ -268,7 +267,7 @@ def _write_prepared(tl: TrackList, key: str, cfg: ThesisConfig, tmp: Path, jobs:
         "ignored": [str(p.relative_to(tl.root)) for p in tl.ignored],
         "n_tracks": len(tracks), "n_clips": int(sum(clips_per_track)),
     }
-    index = {"format": FORMAT, "key": key, "data": str(tl.root), "styles": kept_styles,
+    index = {"format": FORMAT, "key": key, "data": str(tl.root), "styles": tl.styles,
              "tracks": tracks, "track_style": track_style, "clips_per_track": clips_per_track,
              "n_clips": int(sum(clips_per_track)), "clip_samples": cfg.clip_samples,
              "sample_rate": cfg.sample_rate, "config": cfg.to_dict()}
