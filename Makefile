@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup system-deps test book book-fast reproduce clean constraints
+.PHONY: setup system-deps test book book-small reproduce clean constraints
 
 setup: system-deps $(STAMP)
 
@@ -44,11 +44,11 @@ reproduce: setup
 # and built by jupyter-book with warnings as errors; HTML in _build/html,
 # per-chapter times in _build/timings.json. A failing cell fails the build.
 book: setup
-	$(PY) -m thesis_lib.bookbuild --full --out _build
+	$(PY) -m thesis_lib book --full --out _build
 
-# The same with small parameters (FAST=True), what the tests run: a few minutes.
-book-fast: setup
-	$(PY) -m thesis_lib.bookbuild --fast --out _build/fast
+# The same with small parameters (SMALL=True), what the tests run: a few minutes.
+book-small: setup
+	$(PY) -m thesis_lib book --small --out _build/small
 
 clean:
 	rm -rf _build runs .pytest_cache

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urldefrag
 import nbformat
 import pytest
 
-from thesis_lib import book, bookbuild
+from thesis_lib import book
+from thesis_lib.book import build as bookbuild
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = [p.stem for p in bookbuild.chapters(ROOT)]
@@ -41,7 +42,7 @@ def built(tmp_path_factory) -> Path:
         return Path(os.environ["THESIS_BOOK_BUILT"])
     out = Path(os.environ.get("THESIS_BOOK_OUT") or tmp_path_factory.mktemp("book"))
     env = {**os.environ, book.STATIC_ENV: "1"}
-    proc = subprocess.run([sys.executable, "-m", "thesis_lib.bookbuild", "--fast", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "thesis_lib", "book", "--small", "--out", str(out),
                            "--timeout", "600"], cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
         pytest.fail(f"book build failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
@@ -55,7 +56,7 @@ def executed(out: Path, chapter: str):
 
 def test_every_chapter_ran_with_small_parameters_and_without_errors(built):
     timings = json.loads((built / "timings.json").read_text())
-    assert timings["fast"] is True and timings["parameters"] == {"FAST": True}
+    assert timings["small"] is True and timings["parameters"] == {"SMALL": True}
     assert set(CHAPTERS) <= set(timings["seconds"])
     for chapter in CHAPTERS:
         nb = executed(built, chapter)
@@ -63,8 +64,8 @@ def test_every_chapter_ran_with_small_parameters_and_without_errors(built):
         assert all(c.execution_count is not None for c in code), chapter
         assert not [o for c in code for o in c.outputs if o.output_type == "error"], chapter
         injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
-        if "FAST" in bookbuild.parameter_names(ROOT / "book" / f"{chapter}.ipynb"):
-            assert injected and "FAST = True" in injected[0].source, chapter
+        if "SMALL" in bookbuild.parameter_names(ROOT / "book" / f"{chapter}.ipynb"):
+            assert injected and "SMALL = True" in injected[0].source, chapter
         # No live widget state in a static page: only precomputed controls.
         mimes = {k for c in code for o in c.outputs for k in o.get("data", {})}
         assert "application/vnd.jupyter.widget-view+json" not in mimes, chapter

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from thesis_lib import book
+from thesis_lib.model import frequency_response
 from thesis_lib.config import THESIS
 from thesis_lib.data import split_dataset
 from thesis_lib.model import StyleNet
@@ -18,7 +19,7 @@ def test_network_table_has_the_thesis_receptive_fields_and_frequencies():
     assert [(r["receptive field (samples)"], r["hop (samples)"]) for r in rows] == [(8, 2), (70, 8), (1086, 32)]
     assert rows[2]["receptive field (ms)"] == pytest.approx(135.8, abs=0.1)
     assert [r["lowest frequency (Hz)"] for r in rows] == [1000.0, 250.0, 62.5]
-    assert book.layer_input_rates() == [8000.0, 4000.0, 1000.0]
+    assert THESIS.input_rates() == [8000.0, 4000.0, 1000.0]
 
 
 def test_run_key_ignores_where_a_run_trains_but_not_what_changes_its_result():
@@ -30,12 +31,12 @@ def test_run_key_ignores_where_a_run_trains_but_not_what_changes_its_result():
     assert base != book.run_key(book.synth_spec(False), book.train_settings(True), "track", (2400, 240))
 
 
-def test_fast_and_full_settings_are_the_thesis_optimiser():
-    full, fast = book.train_settings(False), book.train_settings(True)
+def test_small_and_full_settings_are_the_thesis_optimiser():
+    full, small = book.train_settings(False), book.train_settings(True)
     assert (full.learning_rate, full.batch_size, full.epochs) == (0.01, 480, 20)
-    assert (fast.learning_rate, fast.momentum, fast.epochs) == (0.01, 0.9, book.FAST_EPOCHS)
+    assert (small.learning_rate, small.momentum, small.epochs) == (0.01, 0.9, book.SMALL_EPOCHS)
     assert book.synth_spec(False).tracks_per_style == 110
-    assert book.FAST_SPEC.min_seconds * THESIS.sample_rate >= THESIS.min_track_samples
+    assert book.SMALL_SPEC.min_seconds * THESIS.sample_rate >= THESIS.min_track_samples
 
 
 def test_trained_model_trains_once_then_reuses_the_cached_run():
@@ -45,7 +46,7 @@ def test_trained_model_trains_once_then_reuses_the_cached_run():
     assert (again.path / "model.pt").is_file() and (again.path / "book.json").is_file()
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert len(again.history) == book.FAST_EPOCHS
+    assert len(again.history) == book.SMALL_EPOCHS
     assert again.styles == ["cpop", "metal"]
     clip = again.test_clip("metal", 5)
     assert clip.shape == (THESIS.clip_samples,) and clip.flags.writeable
@@ -53,8 +54,8 @@ def test_trained_model_trains_once_then_reuses_the_cached_run():
     assert any(np.array_equal(clip, again.dataset.clips[i]) for i in test_ids)
     with pytest.raises(ValueError):
         again.test_clip("jazz")
-    assert any(r["path"] == str(again.path) for r in book.finished_runs(fast=True))
-    assert not any(r["path"] == str(again.path) for r in book.finished_runs(fast=False))
+    assert any(r["path"] == str(again.path) for r in book.finished_runs(small=True))
+    assert not any(r["path"] == str(again.path) for r in book.finished_runs(small=False))
 
 
 def test_leakage_is_zero_by_track_and_counts_shared_songs_by_clip():
@@ -69,8 +70,8 @@ def test_leakage_is_zero_by_track_and_counts_shared_songs_by_clip():
 
 def test_frequency_response_of_a_known_filter():
     # A 2-tap average is a low-pass: 0 dB at DC, a null at Nyquist.
-    f, db = book.frequency_responses(np.array([[[0.5, 0.5]]]), 8000.0, n=256)
-    assert f[0] == 0 and f[-1] < 4000
+    f, db = frequency_response(np.array([[[0.5, 0.5]]]), 8000.0, n_fft=512)
+    assert f[0] == 0 and f[-1] == 4000
     assert db[0, 0] == pytest.approx(0.0, abs=1e-6) and db[0, -1] < -30
     torch.manual_seed(0)
     rows = book.filter_stats({"random": StyleNet()})
@@ -102,7 +103,7 @@ def test_two_chapters_asking_at_once_train_the_run_only_once(monkeypatch, tmp_pa
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text("{}")
 
-    monkeypatch.setattr(book, "_train_run", fake_train)
+    monkeypatch.setattr(book.runs, "_train_run", fake_train)
     errors = []
 
     def ask():

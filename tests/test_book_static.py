@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import yaml
 
-from thesis_lib import bookbuild
+from thesis_lib.book import build as bookbuild
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -50,10 +50,10 @@ def test_notebook_has_no_outputs_and_starts_with_install_then_parameters(path):
     assert nb.metadata.get("accelerator") == "GPU"  # Colab opens it with a GPU runtime
 
 
-def test_every_chapter_except_the_network_has_the_fast_switch():
+def test_every_chapter_except_the_network_has_the_small_switch():
     for path in NOTEBOOKS:
         if path.stem != "03_network":
-            assert "FAST" in bookbuild.parameter_names(path), path.name
+            assert "SMALL" in bookbuild.parameter_names(path), path.name
 
 
 def test_every_citation_is_in_the_bibliography_and_the_thesis_is_cited_everywhere():

@@ -16,7 +16,7 @@ from thesis_lib.config import THESIS
 from thesis_lib.dream import (DREAM, DreamError, check_clip, dream, dream_layers, filter_dreams,
                               filter_responses, guided_dream, layer_objective, load_clip, minimize_lbfgs,
                               objective_value, random_net_like, response_agreement)
-from thesis_lib.measures import audio_problems
+from thesis_lib.dream.measures import audio_problems
 
 QUICK = replace(DREAM, steps_per_octave=FEW, octaves=2)
 
@@ -213,24 +213,25 @@ def test_dream_figures(net):
     import matplotlib.pyplot as plt
 
     from thesis_lib import plots
+    from thesis_lib.dream import figures
 
     model, _, ds = net
     clip = clip_of(ds, "low")
     signals = {"original": clip, "conv1": dream(model, clip, "conv1", iterations=1, progress=False).audio}
-    for fig in (plots.dream_waveforms(signals), plots.dream_spectrograms(signals)):
+    for fig in (plots.plot_signals(signals, "waveform"), plots.plot_signals(signals, "spectrogram")):
         assert len(fig.axes) >= 2
         plt.close(fig)
     freqs, resp = filter_responses(model)
-    fig = plots.filter_responses_and_dreams(freqs, resp, [clip] * 8)
+    fig = figures.filter_responses_and_dreams(freqs, resp, [clip] * 8)
     assert len(fig.axes) == 16
     plt.close(fig)
-    fig = plots.objective_histories({"a": [1.0, 2.0, 4.0]})
+    fig = figures.objective_histories({"a": [1.0, 2.0, 4.0]})
     assert fig.axes[0].get_yscale() == "log"
     plt.close(fig)
 
 
 def test_dream_report_quick(net, tmp_path):
-    from thesis_lib.dream_report import markdown, measure
+    from thesis_lib.dream.report import markdown, measure
 
     model, styles, ds = net
     only = ("Gatys, thesis net",)      # filter dreams are tested above; each L-BFGS-B run costs ~0.5 s

@@ -10,14 +10,14 @@ import soundfile as sf
 import torch
 
 from dream_support import FEW, chord, clip_of, random_net, trained
-from thesis_lib.audio_style import (AUDIO_STYLE, griffin_lim, net_style_transfer, spectral_convergence, stft,
+from thesis_lib.dream.audio_style import (AUDIO_STYLE, griffin_lim, net_style_transfer, spectral_convergence, stft,
                                     stft_style_transfer)
 from thesis_lib.cli import main
 from thesis_lib.config import THESIS
 from thesis_lib.dream import DreamError
-from thesis_lib.measures import (audio_problems, describe, envelope_correlation, log_spectral_distance,
+from thesis_lib.dream.measures import (audio_problems, describe, envelope_correlation, log_spectral_distance,
                                  ltas_distance, snr_db, spectral_flatness)
-from thesis_lib.transform import (TRANSFORM, gatys_transfer, gram_capacity, gram_separability, invert,
+from thesis_lib.dream.transform import (TRANSFORM, gatys_transfer, gram_capacity, gram_separability, invert,
                                   invert_layers, steer, steer_many)
 
 TINY_STFT = replace(AUDIO_STYLE, filters=32, iterations=FEW, griffin_lim_iterations=8)

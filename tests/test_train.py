@@ -7,7 +7,8 @@ import torch
 from thesis_lib.checkpoint import CheckpointError, load_model, save_model
 from thesis_lib.data import split_dataset
 from thesis_lib.model import StyleNet
-from thesis_lib.train import TrainSettings, evaluate, resume, select_device, train
+from thesis_lib.runtime import select_device
+from thesis_lib.train import TrainSettings, evaluate, resume, train
 
 SMALL = dict(learning_rate=0.001, batch_size=4, device="cpu")
 

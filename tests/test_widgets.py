@@ -1,4 +1,4 @@
-"""The static controls and embedded players of the book (thesis_lib.widgets, thesis_lib.book)."""
+"""The static controls and embedded players of the book (thesis_lib.book.widgets, thesis_lib.book.display)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from thesis_lib import book, widgets
+from thesis_lib import book
+from thesis_lib.book import widgets
 
 
 class _Collect(HTMLParser):
@@ -139,7 +140,7 @@ def test_figure_html_embeds_a_png_and_closes_the_figure():
 
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    html = widgets.figure_html(fig)
+    html = book.figure_html(fig)
     src = dict(parse(html))["img"]["src"]
     assert src.startswith("data:image/png;base64,")
     assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .config import THESIS, ThesisConfig
+from .config import SILENCE, THESIS, ThesisConfig
 
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".flac", ".wav", ".aif", ".aiff", ".m4a", ".opus")
 """File endings that preparation treats as music; anything else is ignored."""
 
-SILENCE_THRESHOLD = 1e-4
-"""A track whose peak stays below this (about -80 dBFS) is treated as silent."""
 
 
 class AudioError(ValueError):
@@ -68,7 +66,7 @@ def peak_normalize(y: np.ndarray, peak: float = THESIS.peak) -> np.ndarray:
     A silent signal cannot be scaled and raises ``ValueError``.
     """
     m = float(np.max(np.abs(y))) if y.size else 0.0
-    if m < SILENCE_THRESHOLD:
+    if m < SILENCE:
         raise ValueError(f"signal is silent (peak {m:.2e})")
     return (y * (peak / m)).astype(np.float32)
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from .config import THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
+from .runtime import synchronize
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,10 @@ def matmul_peak(n: int, device: torch.device, repeats: int = 7) -> dict:
     b = torch.randn(n, n, device=device)
     times = []
     for i in range(repeats + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         t0 = time.perf_counter()
         a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         if i >= 2:
             times.append(time.perf_counter() - t0)
     flops = 2 * n ** 3
@@ -133,7 +132,8 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     from .data import PreparedDataset
     from .fast import training_module
     from .model import StyleNet
-    from .train import select_device, train_epoch
+    from .runtime import select_device
+    from .train import train_epoch
 
     torch.set_num_threads(threads)
     dev = select_device(device)
@@ -155,16 +155,14 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(dev)
         step_times.append(time.perf_counter() - t0)
     epoch_times, losses = [], []
     for e in range(epochs):
         rng = np.random.default_rng([0, e])
         t0 = time.perf_counter()
         losses.append(train_epoch(model, opt, ds, idx, labels, batch, rng, dev, net=net))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(dev)
         epoch_times.append(time.perf_counter() - t0)
     return {"impl": impl, "epoch_seconds": epoch_times, "seconds_per_epoch": float(np.median(epoch_times)),
             "warmup_step_seconds": step_times, "losses": losses, "peak_rss_mb": _peak_rss_mb()}
@@ -174,7 +172,7 @@ def _inference_child(batches: tuple[int, ...], n_clips: int, music_seconds: floa
                      threads: int) -> dict:
     from .model import StyleNet
     from .predict import inference_module, music_throughput
-    from .train import select_device
+    from .runtime import select_device
 
     torch.set_num_threads(threads)
     dev = select_device(device)
@@ -190,12 +188,10 @@ def _inference_child(batches: tuple[int, ...], n_clips: int, music_seconds: floa
                 net(x)
                 times = []
                 for _ in range(n_steps):
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize()
+                    synchronize(dev)
                     t0 = time.perf_counter()
                     net(x)
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize()
+                    synchronize(dev)
                     times.append(time.perf_counter() - t0)
             out[key][str(b)] = b / float(np.median(times))
     rate = music_throughput(model, music_seconds, batch_size=THESIS.test_batch_size, device=dev)
@@ -261,7 +257,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
     ``isolate=False`` runs every part in this process (faster to start, for
     tests; peak memory figures are then this process's running maximum).
     """
-    from .train import select_device
+    from .runtime import select_device
 
     run = _in_child if isolate else (lambda fn, *args: fn(*args))
 

@@ -1,7 +1,13 @@
-"""``python -m thesis_lib``: the main job from the command line.
+"""``python -m thesis_lib``: the one command line of the library.
 
-Every default comes from :mod:`thesis_lib.config`; ``--help`` on each
-subcommand lists them.
+The core's subcommands (``prepare``, ``train``, ``reproduce``, ``generate``,
+``predict``, ``bench``) are defined here; the wings register theirs
+(:func:`thesis_lib.dream.cli.add_parsers`: ``dream``, ``transform``,
+``style-transfer``, ``dream-report``; :func:`thesis_lib.book.build.add_parser`:
+``book``). Every parser names its handler with ``set_defaults(handler=...)``,
+and handlers import what they need when they run, so ``--help`` imports
+neither torch nor scipy. Every default comes from :mod:`thesis_lib.config`;
+``--help`` on each subcommand lists them.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load every track of DATA/<style>/ as mono 8 kHz, normalise its peak to "
                                    "0.9, drop 30 s at each end and cut 5-second clips into OUT, with "
                                    "report.json listing every skipped file and why.")
+    p.set_defaults(handler=_cmd_prepare)
     p.add_argument("--data", required=True, type=Path, help="folder with one sub-folder per style")
     p.add_argument("--out", required=True, type=Path, help="folder for the prepared clips")
     p.add_argument("--jobs", type=int, default=None, help="decoding processes (default: all cores)")
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/model.pt, OUT/metrics.json and OUT/checkpoint.pt (after every "
                                    "epoch). Defaults suit small collections; `reproduce` uses the "
                                    "thesis's learning rate 0.01 and batch 480.")
+    p.set_defaults(handler=_cmd_train)
     p.add_argument("--data", type=Path, help="audio folder (DATA/<style>/...) or prepared folder")
     p.add_argument("--out", type=Path, help="run folder for model.pt and metrics.json")
     p.add_argument("--resume", type=Path, metavar="DIR",
@@ -74,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compose the built-in synthetic c-pop and metal tracks, prepare them as "
                                    "the thesis did, train the thesis net with the thesis's settings, "
                                    "evaluate, and write metrics.json, model.pt, figure21.png and table1.md.")
+    p.set_defaults(handler=_cmd_reproduce)
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="output folder (default runs/reproduce)")
     p.add_argument("--tracks-per-style", type=int, default=None,
                    help="synthetic tracks per style (default 110, about 2,900 clips per style)")
@@ -83,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="compose the built-in synthetic dataset",
                        description="Write the deterministic synthetic c-pop and metal tracks as "
                                    "OUT/<style>/<track>.flac.")
+    p.set_defaults(handler=_cmd_generate)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--tracks-per-style", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "end when the track is long enough to keep a clip), and print the "
                                    "style probabilities averaged over the clips and the winning style. "
                                    "Unreadable files are reported and skipped.")
+    p.set_defaults(handler=_cmd_predict)
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     p.add_argument("--model", required=True, type=Path, help="model.pt written by train or reproduce")
     p.add_argument("--json", action="store_true", help="one JSON document with every track on stdout")
@@ -109,13 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(4,800 clips, batch 480), FLOPs and the fraction of this machine's "
                                    "measured fp32 matmul peak, inference and preparation throughput and "
                                    "peak memory; print them and write them to --out as JSON.")
+    p.set_defaults(handler=_cmd_bench)
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON file (default bench.json)")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds, not a measurement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs per implementation (default 3)")
 
-    from .dream_cli import add_parsers as _add_dream_parsers   # dream, transform, style-transfer
-    COMMANDS.update(_add_dream_parsers(sub))
+    # The wings register their own subcommands; their modules import no torch at this point.
+    from .book.build import add_parser as add_book_parser
+    from .dream.cli import add_parsers as add_dream_parsers
+
+    add_dream_parsers(sub)          # dream, transform, style-transfer, dream-report
+    add_book_parser(sub)            # book
     return parser
 
 
@@ -143,7 +159,7 @@ def _dataset_for(data: Path, cache: Path | None, progress: bool):
 def _distributed_launch(device: str):
     """Under ``torchrun`` (``WORLD_SIZE`` > 1), join the process group for the whole command."""
     from .distributed import env_info, setup, teardown
-    from .train import select_device
+    from .runtime import select_device
 
     info = env_info()
     created = False
@@ -229,7 +245,7 @@ def _cmd_predict(a) -> int:
     from .checkpoint import load_model
     from .config import ThesisConfig
     from .predict import classify, format_verdict
-    from .train import select_device
+    from .runtime import select_device
 
     device = select_device(a.device)
     model, styles, ckpt = load_model(a.model, device)
@@ -257,17 +273,13 @@ def _cmd_bench(a) -> int:
     return 0
 
 
-COMMANDS = {"prepare": _cmd_prepare, "train": _cmd_train, "reproduce": _cmd_reproduce,
-            "generate": _cmd_generate, "predict": _cmd_predict, "bench": _cmd_bench}
-
-
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)      # --help exits here, before torch is imported
     from .checkpoint import CheckpointError
     from .data import DatasetError
 
-    args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -93,6 +93,14 @@ class ThesisConfig:
         """
         return [self.sample_rate / spec.length for spec in self.convs]
 
+    def input_rates(self) -> list[float]:
+        """Sample rate of the signal each convolution reads: 8000, 4000, 1000 Hz for the thesis net."""
+        rates, r = [], float(self.sample_rate)
+        for spec in self.convs:
+            rates.append(r)
+            r /= spec.stride
+        return rates
+
     def with_(self, **changes: Any) -> "ThesisConfig":
         """A copy with some fields changed (the config itself is frozen)."""
         return replace(self, **changes)
@@ -111,8 +119,14 @@ class ThesisConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+CONV_LAYERS = ("conv1", "conv2", "conv3")
+"""Names of the thesis net's convolutions, input to output (:class:`thesis_lib.model.StyleNet`)."""
+
 THESIS = ThesisConfig()
 """The thesis's own configuration; ``reproduce`` uses it unchanged."""
+
+SILENCE = 1e-4
+"""A signal whose level (peak of a track, RMS of a clip) stays below this (-80 dBFS) counts as silent."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +166,7 @@ THESIS_CITATION = (
 )
 
 __all__ = [
-    "ConvSpec", "ThesisConfig", "THESIS", "TrainDefaults", "TRAIN_DEFAULTS",
+    "ConvSpec", "ThesisConfig", "THESIS", "CONV_LAYERS", "SILENCE", "TrainDefaults", "TRAIN_DEFAULTS",
     "THESIS_TABLE1", "THESIS_TEST_ACCURACY", "THESIS_SECONDS_PER_EPOCH",
     "THESIS_EXP_TIMING", "THESIS_CITATION",
 ]

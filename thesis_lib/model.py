@@ -14,9 +14,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .config import THESIS, ThesisConfig
+import numpy as np
 
-CONV_LAYERS = ("conv1", "conv2", "conv3")
+from .config import CONV_LAYERS, THESIS, ThesisConfig
 
 
 class StyleNet(nn.Module):
@@ -58,10 +58,20 @@ class StyleNet(nn.Module):
     @property
     def layer_names(self) -> list[str]:
         """Every named stage, input to output: input_norm, conv1, norm1, ..., fc, out."""
-        return [*self.body._modules.keys(), "fc", "out"]
+        return [name for name, _ in self.body.named_children()] + ["fc", "out"]
 
     def conv_layers(self) -> list[nn.Conv1d]:
-        return [self.body._modules[n][0] for n in CONV_LAYERS[: len(self.cfg.convs)]]
+        """The convolutions, input to output (``conv1``, ``conv2``, ...; see :data:`CONV_LAYERS`)."""
+        return [self.body.get_submodule(f"conv{i}")[0] for i in range(1, len(self.cfg.convs) + 1)]
+
+    def conv(self, layer: str) -> nn.Conv1d:
+        """The convolution named ``layer`` (one of :data:`CONV_LAYERS`)."""
+        return self.conv_layers()[CONV_LAYERS.index(layer)]
+
+    def norm_layers(self) -> list[nn.BatchNorm1d]:
+        """The batch normalisations, input to output: ``input_norm``, ``norm1``, ``norm2``, ..."""
+        return [self.body.get_submodule(n) for n in
+                ["input_norm"] + [f"norm{i}" for i in range(1, len(self.cfg.convs) + 1)]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -103,6 +113,31 @@ class StyleNet(nn.Module):
         return {"name": "StyleNet", "n_styles": self.n_styles,
                 "convs": [[c.filters, c.length, c.stride] for c in self.cfg.convs],
                 "fc_units": self.cfg.fc_units, "clip_samples": self.cfg.clip_samples}
+
+
+def frequency_response(weights: np.ndarray, sample_rate: float, n_fft: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude responses (dB) of 1-D filters ``(filters, in_channels, length)`` or ``(filters, length)``.
+
+    Convention: PyTorch's ``Conv1d`` computes a cross-correlation, where the
+    thesis's Lasagne convolved (flipped the filter). Reversing a real filter
+    only conjugates its frequency response and adds a linear phase, so the
+    *magnitude* response is the same either way and no flip is made. A filter
+    with several input channels gets the power averaged over its channels (the
+    RMS response). Returns ``(frequencies in Hz, dB of shape (filters, n_fft//2+1))``
+    on the ``rfft`` grid from 0 to the Nyquist frequency; ``10 log10(power + 1e-12)``.
+    Chapter 5 of the book plots these responses.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[:, None, :]
+    power = np.mean(np.abs(np.fft.rfft(w, n=n_fft, axis=-1)) ** 2, axis=1)
+    return np.fft.rfftfreq(n_fft, 1 / sample_rate), 10 * np.log10(power + 1e-12)
+
+
+def filter_responses(model: StyleNet, layer: str = "conv1", n_fft: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`frequency_response` of every filter of ``layer``, at the sample rate of the signal that layer reads."""
+    rate = model.cfg.input_rates()[CONV_LAYERS.index(layer)]
+    return frequency_response(model.conv(layer).weight.detach().cpu().numpy(), rate, n_fft)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -65,75 +65,23 @@ def spectrogram(y: np.ndarray, sample_rate: int = THESIS.sample_rate, title: str
     return fig
 
 
-# ----------------------------------------------------------------------------
-# Dreaming (thesis 5.3, Figures 22-23) and its controls
-# ----------------------------------------------------------------------------
+def plot_signals(signals: dict[str, np.ndarray], kind: str = "waveform", sample_rate: int = THESIS.sample_rate,
+                 title: str = ""):
+    """One row per signal, waveform or spectrogram (window 512, 50 % overlap): thesis Figures 22-23.
 
-def dream_waveforms(signals: dict[str, np.ndarray], sample_rate: int = THESIS.sample_rate,
-                    title: str = "Original and dreamed waveforms (cf. thesis Figure 22)") -> Figure:
-    """One waveform panel per signal, stacked on a shared time axis, as in the thesis's Figure 22."""
-    fig, axes = plt.subplots(len(signals), 1, figsize=(7, 1.5 * len(signals) + 0.6), sharex=True, squeeze=False)
-    for ax, (name, y) in zip(axes[:, 0], signals.items()):
-        waveform(y, sample_rate, name, ax)
-        ax.set(ylim=(-1, 1), xlabel="")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def dream_spectrograms(signals: dict[str, np.ndarray], sample_rate: int = THESIS.sample_rate,
-                       title: str = "Spectrograms, window 512, 50 % overlap (cf. thesis Figure 23)",
-                       n_fft: int = 512, overlap: float = 0.5) -> Figure:
-    """One spectrogram per signal with the thesis's Figure 23 settings, stacked."""
-    fig, axes = plt.subplots(len(signals), 1, figsize=(7, 1.8 * len(signals) + 0.6), sharex=True, squeeze=False)
-    for ax, (name, y) in zip(axes[:, 0], signals.items()):
-        spectrogram(y, sample_rate, name, ax, n_fft, overlap)
-        ax.set_xlabel("")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def filter_responses_and_dreams(freqs: np.ndarray, responses_db: np.ndarray, dreams: list[np.ndarray],
-                                sample_rate: int = THESIS.sample_rate,
-                                title: str = "First-layer filters: response and the spectrum of their dream") -> Figure:
-    """Each conv1 filter's magnitude response (left) beside the average spectrum of its dream (right).
-
-    Both are shown relative to their own maximum, so their shapes can be
-    compared: a dream that follows its filter puts its energy where the
-    filter passes most.
+    Chapter 6 of the book shows the original and dreamed signals with it.
     """
-    from .measures import average_spectrum_db
-
-    n = len(dreams)
-    fig, axes = plt.subplots(n, 2, figsize=(7.5, 1.1 * n + 0.8), sharex=True, squeeze=False)
-    for i in range(n):
-        axes[i, 0].plot(freqs, responses_db[i] - responses_db[i].max(), color="C0")
-        f, level = average_spectrum_db(dreams[i], sample_rate)
-        axes[i, 1].plot(f, level - level.max(), color="C3")
-        for ax in axes[i]:
-            ax.set(ylim=(-40, 3), yticks=[-30, 0])
-            ax.grid(alpha=0.3)
-        axes[i, 0].set_ylabel(f"filter {i + 1}", rotation=0, ha="right", va="center")
-    axes[0, 0].set_title("filter response (dB)")
-    axes[0, 1].set_title("spectrum of its dream (dB)")
-    for ax in axes[-1]:
-        ax.set_xlabel("frequency (Hz)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def objective_histories(histories: dict[str, list[float]], ylabel: str = "objective ½ Σ y²",
-                        title: str = "Objective during optimisation", log: bool = True) -> Figure:
-    """The objective after each iteration (or step), one line per run."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    for name, h in histories.items():
-        ax.plot(np.arange(1, len(h) + 1), h, "o-", ms=2, label=name)
-    ax.set(xlabel="iteration", ylabel=ylabel, title=title, yscale="log" if log else "linear")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    if kind not in ("waveform", "spectrogram"):
+        raise ValueError("kind must be 'waveform' or 'spectrogram'")
+    n = len(signals)
+    fig, axes = plt.subplots(n, 1, figsize=(8, (1.5 if kind == "waveform" else 1.9) * n + 0.4),
+                             sharex=True, squeeze=False)
+    draw = waveform if kind == "waveform" else spectrogram
+    for ax, (label, y) in zip(axes[:, 0], signals.items()):
+        draw(np.asarray(y), sample_rate, title=label, ax=ax)
+        if ax is not axes[-1, 0]:
+            ax.set_xlabel("")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -33,6 +33,7 @@ import torch
 
 from .audio import AUDIO_EXTENSIONS, AudioError, cut_clips, load_audio, peak_normalize, trim_ends
 from .config import THESIS, ThesisConfig
+from .runtime import synchronize
 
 TRIM_MODES = ("auto", "thesis", "none")
 
@@ -90,10 +91,8 @@ class FoldedStyleNet(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        norms = [model.body._modules["input_norm"]] + [model.body._modules[f"norm{i}"]
-                                                      for i in range(1, len(model.cfg.convs) + 1)]
-        layers = [conv[0] for conv in (model.body._modules[f"conv{i}"]
-                                       for i in range(1, len(model.cfg.convs) + 1))] + [model.fc[0]]
+        norms = model.norm_layers()
+        layers = model.conv_layers() + [model.fc[0]]
         self.weights, self.biases = [], []
         with torch.no_grad():
             for norm, layer in zip(norms, layers):
@@ -203,7 +202,6 @@ def music_throughput(model: torch.nn.Module, seconds: float = 600.0, cfg: Thesis
     for _ in range(repeats):
         t0 = time.perf_counter()
         clip_probabilities(model, clips, batch_size, device)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return n * cfg.clip_seconds / float(np.median(times))

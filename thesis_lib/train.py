@@ -28,20 +28,7 @@ from . import distributed
 from .data import PreparedDataset, Split, label_of
 from .fast import resolve_impl, training_module
 from .model import StyleNet
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; anything else is taken as given."""
-    if name != "auto":
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU here")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+from .runtime import select_device, synchronize
 
 
 @dataclass
@@ -241,8 +228,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         loss = train_epoch(model, opt, ds, split.train, y_train, settings.batch_size, rng, device,
                            progress=progress and len(split.train) > 20 * settings.batch_size,
                            net=net, dist_info=info)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         seconds = time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": loss, "seconds": seconds})
         log(f"epoch {epoch:3d}  train loss {loss:.4f}  {seconds:7.2f} s")

@@ -29,48 +29,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import THESIS
-from .dream import _freeze, check_clip, finish_audio, minimize_lbfgs
-from .model import StyleNet
+from ..config import SILENCE, THESIS
+from .base import freeze, check_clip, finish_audio, minimize_lbfgs
+from ..model import StyleNet
+from ..runtime import device_of
+from .settings import AUDIO_STYLE, AudioStyleConfig
 from .transform import StyleTransferResult, judge, start_noise
 
 
-@dataclass(frozen=True)
-class AudioStyleConfig:
-    """Defaults of the STFT style transfer; the paper's values scaled to 8 kHz where they differ.
-
-    Ulyanov & Lebedev used a 2,048-point STFT at 22.05 kHz (93 ms), 4,096
-    filters of width 11 frames, content weight 1e-2 from noise, L-BFGS and
-    500 Griffin-Lim iterations. At 8 kHz a 512-point window (64 ms) keeps a
-    similar time resolution; 1,024 filters quarter the cost on a 2-core CPU
-    and still give a Gram matrix of half a million numbers. On the built-in
-    C-pop/metal clips the paper's weight 1e-2 from noise moves the timbre all
-    the way to the style clip but loses the content's rhythm (loudness
-    envelope correlation about 0.3); starting from the content's
-    log-magnitude with weight 0.1 keeps the rhythm (correlation about 0.8)
-    while the long-term spectrum moves most of the way to the style (11.5 dB
-    away before, about 3 dB after). ``init="noise", content_weight=1e-2`` is
-    the paper's setting.
-    """
-
-    n_fft: int = 512                 #: STFT window (Hann), samples
-    hop: int = 128                   #: STFT hop, samples
-    filters: int = 1024              #: random 1-D filters (paper: 4096)
-    width: int = 11                  #: filter width in frames (paper: 11)
-    content_weight: float = 0.1      #: α in α·content + style (paper: 1e-2)
-    iterations: int = 100            #: L-BFGS-B iterations on the log-magnitude
-    griffin_lim_iterations: int = 100  #: phase-recovery iterations (paper: 500)
-    momentum: float = 0.99           #: fast Griffin-Lim momentum (Perraudin et al. 2013)
-    seed: int = 0                    #: random filters, starting noise, starting phase
-    init: str = "content"            #: start from the "content" log-magnitude, or from "noise" (paper)
-    net_layers: tuple[str, ...] = ("conv1", "conv2", "conv3")  #: for net_style_transfer
-
-
-AUDIO_STYLE = AudioStyleConfig()
 
 
 def _default_device() -> torch.device:
-    from .train import select_device
+    from ..runtime import select_device
 
     return select_device("auto")
 
@@ -163,14 +133,14 @@ def stft_style_transfer(content: np.ndarray, style: np.ndarray, cfg: AudioStyleC
     The variable is the log-magnitude (kept ≥ 0, as ``log(1+|S|)`` is), started
     from small noise; the loss is content + Gram style on the random layer;
     the phase comes from :func:`griffin_lim`. ``metrics`` holds the neutral
-    measures of :func:`thesis_lib.transform.judge` and the Griffin-Lim
+    measures of :func:`thesis_lib.dream.transform.judge` and the Griffin-Lim
     spectral convergence.
     """
     device = torch.device(device) if device is not None else _default_device()
     c = np.asarray(content, np.float32).ravel()
     s = np.asarray(style, np.float32).ravel()
     for name, y in (("content", c), ("style", s)):
-        if y.size < cfg.n_fft * 2 or not np.all(np.isfinite(y)) or np.abs(y).max() < 1e-4:
+        if y.size < cfg.n_fft * 2 or not np.all(np.isfinite(y)) or np.abs(y).max() < SILENCE:
             raise ValueError(f"the {name} clip must be finite, not silent and longer than {2 * cfg.n_fft} samples")
     lc, ls = log_magnitude(c, cfg, device), log_magnitude(s, cfg, device)
     if lc.shape[1] < cfg.width or ls.shape[1] < cfg.width:
@@ -211,9 +181,9 @@ def net_style_transfer(model: StyleNet, content: np.ndarray, style: np.ndarray,
     matrices of every layer in ``cfg.net_layers``; the waveform is the
     variable (no Griffin-Lim needed), boxed in [-1, 1].
     """
-    _freeze(model)
+    freeze(model)
     c, s = check_clip(content, model.cfg), check_clip(style, model.cfg)
-    device = next(model.parameters()).device
+    device = device_of(model)
     layers, deepest = cfg.net_layers, cfg.net_layers[-1]
     with torch.no_grad():
         fc = model.features(torch.as_tensor(c, device=device)[None], layers)
@@ -245,13 +215,13 @@ def compare_style_transfer(model: StyleNet, content: np.ndarray, style: np.ndarr
                            cfg: AudioStyleConfig = AUDIO_STYLE, progress: bool = True) -> dict[str, dict]:
     """Random-filter STFT against the trained net, plus the inputs themselves as reference rows.
 
-    Each row has the neutral measures of :func:`thesis_lib.transform.judge`;
+    Each row has the neutral measures of :func:`thesis_lib.dream.transform.judge`;
     the rows ``content`` and ``style`` show what "no change" and "perfect
     style" score.
     """
     c, s = np.asarray(content, np.float32), np.asarray(style, np.float32)
     rows = {"content (unchanged)": judge(c, c, s), "style clip": judge(s, c, s)}
-    for result in (stft_style_transfer(c, s, cfg, next(model.parameters()).device, progress),
+    for result in (stft_style_transfer(c, s, cfg, device_of(model), progress),
                    net_style_transfer(model, c, s, cfg, progress=progress)):
         rows[result.method] = {**result.metrics, "seconds": result.seconds}
     return rows

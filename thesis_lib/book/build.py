@@ -1,15 +1,16 @@
 """Execute the book's chapters with papermill, then build the HTML with Jupyter Book.
 
-``python -m thesis_lib.bookbuild --fast --out _build/ci`` is what the tests run:
-every chapter with small parameters (``FAST=True``), then ``jupyter-book build``
+``python -m thesis_lib book --small --out _build/ci`` is what the tests run:
+every chapter with small parameters (``SMALL=True``), then ``jupyter-book build``
 with warnings as errors on the executed copies, without executing them again.
 
-``python -m thesis_lib.bookbuild --full --out _build`` is ``make book``: the main
+``python -m thesis_lib book --full --out _build`` is ``make book``: the main
 job (the thesis's training run on the built-in data, also written to
 ``runs/reproduce``), then every chapter with its default, full parameters.
 
-Either way the sources are copied to ``OUT/src`` (the repository's notebooks
-stay without outputs), each chapter's run time goes to ``OUT/timings.json`` and
+Either way the sources (the chapters, and the library beside them so that a
+chapter's ``{literalinclude} ../thesis_lib/...`` resolves) are copied to
+``OUT/src`` (the repository's notebooks stay without outputs), each chapter's run time goes to ``OUT/timings.json`` and
 the HTML to ``OUT/html``. A failing cell stops the build with its error.
 """
 
@@ -27,11 +28,12 @@ from pathlib import Path
 
 import yaml
 
-from .book import STATIC_ENV
+from .display import STATIC_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
-FAST_PARAMETERS = {"FAST": True}
-"""What CI injects into every chapter that has the parameter (each chapter's own FAST sizes apply)."""
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository: ``_toc.yml``, ``_config.yml``, ``book/`` and ``thesis_lib/``."""
+SMALL_PARAMETERS = {"SMALL": True}
+"""What CI injects into every chapter that has the parameter (each chapter's own SMALL sizes apply)."""
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
@@ -60,6 +62,8 @@ def copy_sources(src: Path, root: Path = ROOT) -> None:
         shutil.rmtree(src)
     src.mkdir(parents=True)
     shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    # the chapters include the library's own source ({literalinclude} ../thesis_lib/...)
+    shutil.copytree(root / "thesis_lib", src / "thesis_lib", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(root / "_toc.yml", src / "_toc.yml")
     shutil.copy2(root / "references.bib", src / "references.bib")
     cfg = yaml.safe_load((root / "_config.yml").read_text())
@@ -98,7 +102,7 @@ def build_html(src: Path, out: Path) -> Path:
 
 def main_job(log=print) -> None:
     """The thesis's experiment on the built-in data (both splits), copied to ``runs/reproduce``."""
-    from . import book
+    from . import runs as book
 
     t0 = time.perf_counter()
     run = book.trained_model(False, log=log, progress=False)
@@ -113,14 +117,14 @@ def main_job(log=print) -> None:
         f"in {time.perf_counter() - t0:.0f} s")
 
 
-def build(out: Path, fast: bool, only: list[str] | None = None, html: bool = True,
+def build(out: Path, small: bool, only: list[str] | None = None, html: bool = True,
           parameters: dict | None = None, timeout: int | None = None, log=print) -> dict:
     """Copy, execute (papermill) and build; returns ``{chapter: seconds}`` (also in timings.json)."""
     out = Path(out).resolve()
     src = out / "src"
     copy_sources(src)
     os.environ[STATIC_ENV] = "1"  # kernels inherit it: precomputed widgets, no live ones
-    params = {**(FAST_PARAMETERS if fast else {}), **(parameters or {})}
+    params = {**(SMALL_PARAMETERS if small else {}), **(parameters or {})}
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     for nb in chapters(src):
@@ -133,14 +137,17 @@ def build(out: Path, fast: bool, only: list[str] | None = None, html: bool = Tru
         build_html(src, out)
         timings["jupyter-book build"] = round(time.perf_counter() - t0, 1)
         log(f"built {out / 'html'} in {timings['jupyter-book build']:.0f} s")
-    (out / "timings.json").write_text(json.dumps({"fast": fast, "parameters": params, "seconds": timings}, indent=1))
+    (out / "timings.json").write_text(json.dumps({"small": small, "parameters": params, "seconds": timings}, indent=1))
     return timings
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m thesis_lib.bookbuild", description=__doc__.split("\n\n")[0])
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m thesis_lib book`` (and ``python -m thesis_lib.book.build``)."""
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fast", action="store_true", help="small parameters (FAST=True): what CI runs")
+    mode.add_argument("--small", action="store_true", help="small parameters (SMALL=True): what CI runs")
     mode.add_argument("--full", action="store_true", help="the thesis's parameters; runs the main job first (default)")
     p.add_argument("--out", type=Path, default=ROOT / "_build", help="build folder (default _build)")
     p.add_argument("--only", nargs="*", help="chapter name prefixes to execute, e.g. 02 03")
@@ -150,15 +157,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra parameter for every chapter that has it (Python literal)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: none)")
-    a = p.parse_args(argv)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``book`` with the main CLI (:mod:`thesis_lib.cli`)."""
+    p = sub.add_parser("book", help="execute the chapters and build the HTML book", description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Build as the parsed options say."""
     extra = {}
     for item in a.param:
         k, _, v = item.partition("=")
         extra[k] = ast.literal_eval(v)
-    if not a.fast and not a.no_main_job:
+    if not a.small and not a.no_main_job:
         main_job()
-    build(a.out, a.fast, a.only, not a.no_html, extra, a.timeout)
+    build(a.out, a.small, a.only, not a.no_html, extra, a.timeout)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m thesis_lib.book.build", description=DESCRIPTION)
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,13 @@ that a person drives, precomputed panels while the book is built.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
-import io
 import itertools
 import json
 from typing import Callable, Iterable, Sequence
 
-from .book import HTML, static_build
+from .display import HTML, static_build
 
 _JS = (
     "(function(r){var k=[];"
@@ -38,18 +36,6 @@ _counter = itertools.count()
 
 def _key(values: Sequence) -> str:
     return "|".join(str(v) for v in values)
-
-
-def figure_html(fig, dpi: int = 80, close: bool = True) -> str:
-    """A matplotlib figure as an ``<img>`` with an embedded PNG (closes the figure)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    if close:
-        plt.close(fig)
-    b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img class="tl-figure" alt="figure" style="max-width:100%" src="data:image/png;base64,{b64}"/>'
 
 
 def switcher(axes: dict[str, Sequence], panels: dict[tuple, str], sliders: Iterable[str] = (),

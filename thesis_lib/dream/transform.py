@@ -25,33 +25,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import THESIS
-from .dream import DreamError, _freeze, check_clip, finish_audio, minimize_lbfgs
+from ..config import CONV_LAYERS, THESIS
+from .base import freeze, check_clip, finish_audio, minimize_lbfgs
+from .settings import TRANSFORM, DreamError, TransformConfig
 from .measures import describe, envelope_correlation, log_spectral_distance, ltas_distance, snr_db
-from .model import StyleNet
+from ..model import StyleNet
+from ..runtime import device_of
 
 
-@dataclass(frozen=True)
-class TransformConfig:
-    """Defaults of inversion, Gatys style transfer and class steering."""
-
-    iterations: int = 100                     #: L-BFGS-B iterations of inversion and style transfer
-    noise: float = 0.01                       #: std of the starting white noise (full scale 1)
-    seed: int = 0                             #: starting noise
-    invert_layers: tuple[str, ...] = ("input_norm", "conv1", "conv2", "conv3", "fc")
-    content_layer: str = "conv3"              #: Gatys content layer (the deepest convolution)
-    style_layers: tuple[str, ...] = ("conv1", "conv2", "conv3")  #: Gatys style layers, equal weights
-    alpha: float = 1.0                        #: weight of the content loss
-    beta: float = 1e3                         #: weight of the style loss (alpha/beta = 1e-3, as Gatys)
-    steer_iterations: int = 30                #: L-BFGS-B iterations of class steering
-    steer_content_weight: float = 10.0        #: weight of mean((x-x0)²)/mean(x0²), i.e. of 1/SNR
-
-
-TRANSFORM = TransformConfig()
-
-
-def _device_of(model: StyleNet) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _tensor(y: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -99,9 +80,9 @@ def invert(model: StyleNet, target: np.ndarray, layer: str, iterations: int = TR
     The SNR is measured on the optimiser's signal (at the target's level);
     the written audio is normalised to peak 0.9 like every output.
     """
-    _freeze(model)
+    freeze(model)
     t = check_clip(target, model.cfg)
-    device = _device_of(model)
+    device = device_of(model)
     if layer not in model.layer_names:
         raise DreamError(f"unknown layer {layer!r}; choose from {', '.join(model.layer_names)}")
     with torch.no_grad():
@@ -194,9 +175,9 @@ def gatys_transfer(model: StyleNet, content: np.ndarray, style: np.ndarray,
     ``balanced=True`` instead sets β so that both terms are equal at the start,
     giving the Gram matrices their fairest chance.
     """
-    _freeze(model)
+    freeze(model)
     c, s = check_clip(content, model.cfg), check_clip(style, model.cfg)
-    device = _device_of(model)
+    device = device_of(model)
     layers = tuple(dict.fromkeys((*cfg.style_layers, cfg.content_layer)))
     with torch.no_grad():
         p = model.features(_tensor(c, device), [cfg.content_layer])[cfg.content_layer]
@@ -239,8 +220,8 @@ def gram_capacity(model: StyleNet, layers: tuple[str, ...] = TRANSFORM.style_lay
     With 8 filters a layer gives 36 numbers, 108 for three layers, to carry
     the style of a 40,000-sample clip.
     """
-    convs = dict(zip(("conv1", "conv2", "conv3"), model.conv_layers()))
-    lengths = dict(zip(("conv1", "conv2", "conv3"), model.cfg.conv_output_lengths()))
+    convs = dict(zip(CONV_LAYERS, model.conv_layers()))
+    lengths = dict(zip(CONV_LAYERS, model.cfg.conv_output_lengths()))
     rows = {}
     for name in layers:
         if name not in convs:
@@ -265,8 +246,8 @@ def gram_separability(model: StyleNet, clips: np.ndarray, labels: np.ndarray,
     two style means to the mean distance of clips to their own style mean.
     Near or below 1: the Gram "style" of a clip says little about its style.
     """
-    _freeze(model)
-    device = _device_of(model)
+    freeze(model)
+    device = device_of(model)
     labels = np.asarray(labels)
     out = {}
     with torch.no_grad():
@@ -326,11 +307,11 @@ def steer(model: StyleNet, clip: np.ndarray, target: int, iterations: int = TRAN
     fixed at test time, so loudness matters to it); only ``audio``, for
     listening, is normalised to peak 0.9.
     """
-    _freeze(model)
+    freeze(model)
     x0 = check_clip(clip, model.cfg)
     if not 0 <= target < model.n_styles:
         raise DreamError(f"target style {target} out of range for a model with {model.n_styles} styles")
-    device = _device_of(model)
+    device = device_of(model)
     ref = torch.as_tensor(x0, device=device)
     power = float(np.mean(x0.astype(np.float64) ** 2))
 

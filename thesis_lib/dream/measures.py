@@ -14,14 +14,12 @@ import numpy as np
 from scipy.signal import spectrogram as _spectrogram
 from scipy.signal import welch
 
-from .config import THESIS
+from ..config import SILENCE, THESIS
 
 N_FFT = 512
 """Window of every spectrum here (thesis Figure 23)."""
 OVERLAP = 0.5
 """Overlap of consecutive windows (thesis Figure 23)."""
-SILENT_RMS = 1e-4
-"""A signal whose RMS stays below this (-80 dBFS) counts as silent."""
 
 
 def _f64(y: np.ndarray) -> np.ndarray:
@@ -159,6 +157,6 @@ def audio_problems(y: np.ndarray, n_samples: int | None = THESIS.clip_samples,
         problems.append(f"peak {top:.4f}, expected {peak}")
     if top > 1.0:
         problems.append(f"peak {top:.3f} above full scale")
-    if np.sqrt(np.mean(finite ** 2)) < SILENT_RMS:
+    if np.sqrt(np.mean(finite ** 2)) < SILENCE:
         problems.append("silent")
     return problems

@@ -20,15 +20,16 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import write_wav
+from ..audio import write_wav
 from .audio_style import AUDIO_STYLE, net_style_transfer, stft_style_transfer
-from .config import THESIS
-from .dream import DREAM, dream, filter_dreams, filter_responses, guided_dream, random_net_like, response_agreement
+from ..config import CONV_LAYERS, THESIS
+from ..model import filter_responses
+from .layers import DREAM, dream, filter_dreams, guided_dream, random_net_like, response_agreement
 from .measures import describe, envelope_correlation, log_spectral_distance, snr_db
-from .model import StyleNet
+from ..model import StyleNet
 from .transform import TRANSFORM, gatys_transfer, invert, steer_many
 
-LAYERS = ("conv1", "conv2", "conv3")
+LAYERS = CONV_LAYERS
 
 
 def relation(y: np.ndarray, original: np.ndarray, sample_rate: int = THESIS.sample_rate) -> dict[str, float]:

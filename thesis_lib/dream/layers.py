@@ -11,7 +11,7 @@ is favoured, and "octaves" -- the clip is first dreamed at lower sample rates
 and the detail found there is carried up to the full rate. Guided dreaming
 (DeepDream's guide objective) and the random-net and first-layer-filter
 controls live here too; inversion, style transfer and class steering are in
-:mod:`thesis_lib.transform` and :mod:`thesis_lib.audio_style`.
+:mod:`thesis_lib.dream.transform` and :mod:`thesis_lib.dream.audio_style`.
 
 Every result is normalised to peak 0.9 (as the thesis wrote its WAV files)
 and checked: finite, the clip's length, not silent.
@@ -20,63 +20,24 @@ and checked: finite, the clip's length, not silent.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import Bounds, minimize
 from scipy.signal import resample
 from tqdm.auto import tqdm
 
-from .audio import AudioError, load_audio, peak_normalize
-from .config import THESIS, ThesisConfig
-from .measures import audio_problems
-from .model import StyleNet
+from ..audio import AudioError, load_audio, peak_normalize
+from ..config import CONV_LAYERS, SILENCE, THESIS, ThesisConfig
+from ..model import StyleNet, filter_responses
+from ..runtime import device_of
+from .settings import DREAM, METHODS, DreamConfig, DreamError
+from .base import (LbfgsOutcome, check_clip, cpu_threads, finish_audio, freeze,
+                   minimize_lbfgs)
 
 
-@dataclass(frozen=True)
-class DreamConfig:
-    """Defaults of every dreaming method; the CLI, the book and the tests read them here.
-
-    The thesis gives the objective and the optimiser but not the number of
-    iterations nor whether the waveform was bounded; we bound it to [-1, 1]
-    (the range of a 16-bit file) because ``½ Σ y²`` of a ReLU net grows
-    without limit with the input's scale: unbounded, L-BFGS-B's first line
-    search runs off to amplitudes near 1e10 and stops, and what remains
-    after the peak-0.9 normalisation is the clip plus its gradient.
-    ``bound=None`` gives that run. Bounded, the maximum of this (piecewise)
-    convex objective lies on the box's corners, so long runs drive most
-    samples to ±1: loud, harsh, with little of the original left. DeepDream's
-    small normalised steps (``method="ascent"``) keep the original's shape.
-    """
-
-    # --- the thesis's L-BFGS-B (thesis 4.3) -------------------------------
-    iterations: int = 50              #: L-BFGS-B iterations (the thesis does not say)
-    bound: float | None = 1.0         #: box [-bound, bound] for every sample; None: unbounded
-    # --- DeepDream-style gradient ascent -----------------------------------
-    steps_per_octave: int = 20        #: gradient steps at each sample rate
-    step_size: float = 0.01           #: step in units of the mean |gradient| (full scale is 1)
-    jitter: int = 400                 #: largest random circular shift, samples (50 ms at 8 kHz)
-    octaves: int = 3                  #: sample rates visited, coarsest first
-    octave_scale: float = 1.4         #: ratio of consecutive sample rates (DeepDream's value)
-    # --- shared ------------------------------------------------------------
-    seed: int = 0                     #: jitter shifts, random nets, starting noise
-    cpu_threads: int | None = 1       #: torch CPU threads while optimising one clip (None: leave as is)
-    guide_mode: str = "aligned"       #: guided dreaming: "aligned" or "average" (see guide_objective)
-
-
-DREAM = DreamConfig()
-"""The defaults used by the CLI and the book."""
-
-METHODS = ("lbfgs", "ascent")
-"""``lbfgs``: the thesis's optimiser. ``ascent``: DeepDream's normalised gradient steps."""
-
-
-class DreamError(ValueError):
-    """A dreaming request that cannot be carried out; the message says why."""
 
 
 # ----------------------------------------------------------------------------
@@ -109,38 +70,9 @@ def load_clip(path: str | Path, offset: float | None = None, cfg: ThesisConfig =
                                    f"{y.size / cfg.sample_rate:.2f}-s file (largest offset "
                                    f"{(y.size - n) / cfg.sample_rate:.2f} s)")
     clip = y[start:start + n]
-    if np.sqrt(np.mean(clip.astype(np.float64) ** 2)) < 1e-4:
+    if np.sqrt(np.mean(clip.astype(np.float64) ** 2)) < SILENCE:
         raise AudioError(path, f"the clip at {start / cfg.sample_rate:.2f} s is silent; choose another --offset")
     return clip.astype(np.float32)
-
-
-def check_clip(clip: np.ndarray, cfg: ThesisConfig = THESIS) -> np.ndarray:
-    """The clip as 1-D float32 of the net's input length, or a :class:`DreamError` saying what is wrong."""
-    x = np.array(clip, dtype=np.float32).squeeze()   # a copy: clips may be read-only memory maps
-    if x.ndim != 1 or x.size != cfg.clip_samples:
-        raise DreamError(f"a clip must be {cfg.clip_samples} samples (one {cfg.clip_seconds:g}-s clip at "
-                         f"{cfg.sample_rate} Hz), got shape {np.shape(clip)}")
-    if not np.all(np.isfinite(x)):
-        raise DreamError("the clip contains NaN or infinite samples")
-    if np.sqrt(np.mean(x.astype(np.float64) ** 2)) < 1e-4:
-        raise DreamError("the clip is silent; a dream needs something to start from")
-    return x
-
-
-def finish_audio(raw: np.ndarray, cfg: ThesisConfig = THESIS) -> np.ndarray:
-    """What is written and played: finite, peak-normalised to 0.9 (thesis 5.3), float32.
-
-    Raises :class:`DreamError` if the optimiser produced silence, since
-    normalising silence would only amplify rounding noise.
-    """
-    y = np.nan_to_num(np.asarray(raw, dtype=np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
-    if np.sqrt(np.mean(y ** 2)) < 1e-6:
-        raise DreamError("the optimisation ended in silence; try fewer iterations or another layer")
-    y = peak_normalize(y, cfg.peak)
-    problems = audio_problems(y, None, cfg.peak)
-    if problems:  # pragma: no cover - peak_normalize guarantees these
-        raise DreamError("generated audio unusable: " + "; ".join(problems))
-    return y
 
 
 # ----------------------------------------------------------------------------
@@ -267,102 +199,6 @@ class DreamResult:
 # Optimisers
 # ----------------------------------------------------------------------------
 
-@dataclass
-class LbfgsOutcome:
-    """What :func:`minimize_lbfgs` returns: the minimiser and the loss after each iteration."""
-
-    x: np.ndarray
-    loss: float
-    history: list[float]
-    iterations: int
-    evaluations: int
-    message: str
-
-
-@contextmanager
-def cpu_threads(threads: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run with ``threads`` torch CPU threads, then restore the previous number.
-
-    One 5-second clip through this small net is far too little work to share
-    among threads: on a busy 2-core machine two threads spent ten times the
-    CPU time of one, waiting on each other. Nothing changes on a GPU.
-    """
-    if threads is None or torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarray, iterations: int,
-                   bounds: tuple[float | None, float | None] | None = None,
-                   device: torch.device | str = "cpu", progress: bool = True,
-                   desc: str = "L-BFGS-B", threads: int | None = DREAM.cpu_threads) -> LbfgsOutcome:
-    """scipy's L-BFGS-B on a torch loss, as the thesis did with Theano.
-
-    scipy works in float64 numpy, the net in float32 torch; each evaluation
-    converts ``x`` in, runs forward and backward, and hands loss and gradient
-    back. A non-finite loss is reported as huge so the line search backs off.
-    The point returned is the best one evaluated.
-    ``bounds=(low, high)`` boxes every variable (``None`` on a side: open).
-    ``threads`` limits torch's CPU threads meanwhile (see :func:`cpu_threads`).
-    """
-    shape = np.shape(x0)
-    state = {"loss": float("nan"), "evals": 0, "best": float("inf"), "best_x": None}
-    history: list[float] = []
-
-    def f(z: np.ndarray) -> tuple[float, np.ndarray]:
-        x = torch.tensor(z.reshape(shape), dtype=torch.float32, device=device, requires_grad=True)
-        loss = loss_fn(x)
-        (grad,) = torch.autograd.grad(loss, x)
-        value = float(loss.detach())
-        state["evals"] += 1
-        if not np.isfinite(value) or not torch.isfinite(grad).all():
-            return 1e30, np.zeros(z.size)
-        state["loss"] = value
-        if value < state["best"]:
-            state["best"], state["best_x"] = value, z.copy()
-        return value, grad.detach().cpu().numpy().astype(np.float64).ravel()
-
-    box = None
-    if bounds is not None:
-        lo = -np.inf if bounds[0] is None else bounds[0]
-        hi = np.inf if bounds[1] is None else bounds[1]
-        box = Bounds(np.full(int(np.prod(shape)), lo), np.full(int(np.prod(shape)), hi))
-    x_start = np.asarray(x0, dtype=np.float64).ravel()
-    if box is not None:
-        x_start = np.clip(x_start, box.lb, box.ub)
-    with cpu_threads(threads, device), tqdm(total=iterations, desc=desc, disable=not progress, leave=False) as bar:
-        def callback(_xk: np.ndarray) -> None:
-            history.append(state["loss"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{state['loss']:.4g}")
-
-        res = minimize(f, x_start, jac=True, method="L-BFGS-B", bounds=box, callback=callback,
-                       options={"maxiter": iterations, "maxfun": max(20, 4 * iterations)})
-    # The best point evaluated: normally L-BFGS-B's answer, but when a line search
-    # runs off (an unbounded objective) scipy hands back an older point.
-    best, loss = (res.x, float(res.fun)) if state["best_x"] is None else (state["best_x"], state["best"])
-    return LbfgsOutcome(best.reshape(shape), loss, history, int(res.nit), state["evals"], str(res.message))
-
-
-def _device_of(model: StyleNet) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _freeze(model: StyleNet) -> StyleNet:
-    """Eval mode: batch norm uses its training-set statistics, as at test time.
-
-    The weights stay untouched because gradients are only ever taken with
-    respect to the waveform (``torch.autograd.grad(loss, x)``).
-    """
-    return model.eval()
-
-
 def _result(objective: Objective, method: str, clip: np.ndarray, raw: np.ndarray, history: list[float],
             iterations: int, seconds: float, device: torch.device, cfg: ThesisConfig) -> DreamResult:
     audio = finish_audio(raw, cfg)
@@ -378,9 +214,9 @@ def maximize_lbfgs(model: StyleNet, clip: np.ndarray, objective: Objective, iter
                    bound: float | None = DREAM.bound, progress: bool = True,
                    threads: int | None = DREAM.cpu_threads) -> DreamResult:
     """The thesis's method: L-BFGS-B minimising ``-objective`` from the clip itself."""
-    _freeze(model)
+    freeze(model)
     x0 = check_clip(clip, model.cfg)
-    device = _device_of(model)
+    device = device_of(model)
     t0 = time.perf_counter()
     out = minimize_lbfgs(lambda x: -objective(x[None]), x0, iterations,
                          None if bound is None else (-bound, bound), device, progress,
@@ -424,9 +260,9 @@ def maximize_ascent(model: StyleNet, clip: np.ndarray, objective: Objective, cfg
     not position-free (fc, out, aligned guides) run at the full rate only and
     without jitter, since shifting the input would change what they ask for.
     """
-    _freeze(model)
+    freeze(model)
     x0 = check_clip(clip, model.cfg)
-    device = _device_of(model)
+    device = device_of(model)
     octaves = cfg.octaves if objective.position_free else 1
     lengths = _octave_lengths(x0.size, max(octaves, 1), cfg.octave_scale)
     rng = np.random.default_rng(cfg.seed)
@@ -482,11 +318,11 @@ def guided_dream(model: StyleNet, clip: np.ndarray, guide: np.ndarray, layer: st
                  mode: str = DREAM.guide_mode, iterations: int | None = None, cfg: DreamConfig = DREAM,
                  progress: bool = True) -> DreamResult:
     """Dream ``clip`` toward ``guide`` (e.g. a metal clip): maximise their layer outputs' dot product."""
-    objective = guide_objective(model, guide, layer, mode, _device_of(model))
+    objective = guide_objective(model, guide, layer, mode, device_of(model))
     return _run(model, clip, objective, method, iterations, cfg, progress)
 
 
-def dream_layers(model: StyleNet, clip: np.ndarray, layers: tuple[str, ...] = ("conv1", "conv2", "conv3"),
+def dream_layers(model: StyleNet, clip: np.ndarray, layers: tuple[str, ...] = CONV_LAYERS,
                  method: str = "lbfgs", iterations: int | None = None, cfg: DreamConfig = DREAM,
                  progress: bool = True) -> dict[str, DreamResult]:
     """The thesis's experiment (Figures 22-23): one dream per layer from the same clip."""
@@ -507,19 +343,7 @@ def random_net_like(model: StyleNet, seed: int = DREAM.seed) -> StyleNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = StyleNet(model.n_styles, model.cfg)
-    return _freeze(fresh.to(_device_of(model)))
-
-
-def filter_responses(model: StyleNet, n_fft: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitude response (dB) of each first-layer filter: ``(freqs in Hz, (filters, n_fft//2+1))``.
-
-    PyTorch correlates where Lasagne convolved; the magnitude response is the
-    same either way, so no flip is needed here.
-    """
-    w = model.conv_layers()[0].weight.detach().cpu().numpy()[:, 0, :]
-    h = np.abs(np.fft.rfft(w, n=n_fft, axis=1))
-    freqs = np.fft.rfftfreq(n_fft, 1 / model.cfg.sample_rate)
-    return freqs, 20 * np.log10(np.maximum(h, 1e-8))
+    return freeze(fresh.to(device_of(model)))
 
 
 def response_agreement(freqs: np.ndarray, responses_db: np.ndarray, dreams: list[np.ndarray],
@@ -540,7 +364,7 @@ def response_agreement(freqs: np.ndarray, responses_db: np.ndarray, dreams: list
 
 def filter_dreams(model: StyleNet, clip: np.ndarray, method: str = "lbfgs", iterations: int | None = None,
                   cfg: DreamConfig = DREAM, progress: bool = True) -> list[DreamResult]:
-    """One dream per first-layer filter (its channel of conv1), to set beside :func:`filter_responses`."""
+    """One dream per first-layer filter (its channel of conv1), to set beside :func:`thesis_lib.model.filter_responses`."""
     n = model.conv_layers()[0].out_channels
     return [_run(model, clip, layer_objective(model, "conv1", c), method, iterations, cfg, progress)
             for c in tqdm(range(n), desc="conv1 filters", disable=not progress, leave=False)]

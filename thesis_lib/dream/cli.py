@@ -1,9 +1,8 @@
-"""Command-line subcommands of the dreaming chapters: ``dream``, ``transform``, ``style-transfer``.
+"""The dreaming wing's subcommands: ``dream``, ``transform``, ``style-transfer``, ``dream-report``.
 
-Kept apart from :mod:`thesis_lib.cli`, which only registers them, so the
-main CLI stays short. Every default comes from the frozen configs of
-:mod:`thesis_lib.dream`, :mod:`thesis_lib.transform` and
-:mod:`thesis_lib.audio_style`.
+:mod:`thesis_lib.cli` registers them through :func:`add_parsers`. Every default comes
+from the frozen configs of :mod:`thesis_lib.dream.settings`, which imports no torch,
+so ``--help`` is instant; the handlers import the methods when they run.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
-from .audio_style import AUDIO_STYLE
-from .dream import DREAM, METHODS, DreamError
-from .transform import TRANSFORM
+from .settings import AUDIO_STYLE, DREAM, METHODS, TRANSFORM, DreamError
 
 OUTPUT_SUFFIXES = (".wav", ".flac")
 """Formats written (16-bit PCM); soundfile's OGG writer is unreliable on long files."""
@@ -44,13 +40,18 @@ def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Add the three subcommands to ``sub``; returns name -> handler for :func:`thesis_lib.cli.main`."""
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``dream``, ``transform``, ``style-transfer`` and ``dream-report`` to ``sub``.
+
+    Each parser names its handler (``set_defaults(handler=...)``); the handlers import
+    torch and the methods only when they run.
+    """
     p = sub.add_parser("dream", help="dream a clip on one layer of a trained net (thesis 4.3)",
                        description="Freeze the trained net, make the clip's waveform the variable and maximise "
                                    "½Σy² of LAYER's output (or, with --guide, the dot product with the guide's "
                                    "output). Writes OUT (peak 0.9, 16-bit) and OUT_original beside it; prints "
                                    "the objective before and after.")
+    p.set_defaults(handler=cmd_dream)
     _common(p)
     p.add_argument("--layer", default="conv3",
                    help="input_norm, conv1, norm1, conv2, norm2, conv3, norm3, fc or out (default conv3)")
@@ -71,6 +72,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
                        description="invert: rebuild the clip from noise out of LAYER's output and report SNR and "
                                    "spectral distance. gatys: content of --clip, Gram style of --style, on the "
                                    "thesis net. steer: push the clip toward --target's class with a content term.")
+    p.set_defaults(handler=cmd_transform)
     _common(p)
     p.add_argument("--mode", required=True, choices=("invert", "gatys", "steer"))
     p.add_argument("--layer", default="conv1", help="invert: layer whose output is matched (default conv1)")
@@ -84,6 +86,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
                        description="Re-sound the content clip with the style clip's timbre: log-magnitude STFT, "
                                    "one wide layer of random 1-D filters, content + Gram style loss, L-BFGS-B, "
                                    "Griffin-Lim phase. No trained net needed.")
+    p.set_defaults(handler=cmd_style_transfer)
     _common(p, model_required=False)
     p.add_argument("--style", required=True, type=Path, help="audio whose style (timbre) is wanted")
     p.add_argument("--iterations", type=int, default=AUDIO_STYLE.iterations)
@@ -97,6 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
                        description="Every method with its default settings on one content clip (and a style/guide "
                                    "clip): objective before/after, seconds, and numbers that describe each "
                                    "sound. Writes OUT/report.md, OUT/report.json and every sound as WAV.")
+    p.set_defaults(handler=cmd_dream_report)
     p.add_argument("--model", required=True, type=Path, help="trained model.pt")
     p.add_argument("--clip", required=True, type=Path, help="content clip's audio (e.g. a C-pop track)")
     p.add_argument("--style", required=True, type=Path, help="style/guide audio (e.g. a metal track)")
@@ -108,13 +112,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     p.add_argument("--quick", action="store_true", help="a few iterations per method (a smoke test)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
-    return {"dream": cmd_dream, "transform": cmd_transform, "style-transfer": cmd_style_transfer,
-            "dream-report": cmd_dream_report}
 
 
 def _load(a: argparse.Namespace):
-    from .checkpoint import load_model
-    from .train import select_device
+    from ..checkpoint import load_model
+    from ..runtime import select_device
 
     model, styles, _ = load_model(a.model, select_device(a.device))
     return model, styles
@@ -128,8 +130,8 @@ def _report(title: str, numbers: dict, as_json: bool) -> None:
 
 def cmd_dream(a: argparse.Namespace) -> int:
     """``dream``: the thesis's layer dreaming (or DeepDream's ascent, guided or not) on one clip."""
-    from .audio import write_wav
-    from .dream import dream, guided_dream, load_clip, random_net_like
+    from ..audio import write_wav
+    from .layers import dream, guided_dream, load_clip, random_net_like
 
     out = _output_path(a.out)
     model, _ = _load(a)
@@ -166,8 +168,8 @@ def cmd_transform(a: argparse.Namespace) -> int:
     """``transform``: inversion, Gatys style transfer or class steering of one clip."""
     import torch
 
-    from .audio import write_wav
-    from .dream import load_clip
+    from ..audio import write_wav
+    from .layers import load_clip
     from .transform import gatys_transfer, invert, steer
 
     out = _output_path(a.out)
@@ -202,10 +204,10 @@ def cmd_transform(a: argparse.Namespace) -> int:
 
 def cmd_style_transfer(a: argparse.Namespace) -> int:
     """``style-transfer``: Ulyanov & Lebedev's random-filter STFT transfer between two clips."""
-    from .audio import write_wav
-    from .config import THESIS
-    from .dream import load_clip
-    from .train import select_device
+    from ..audio import write_wav
+    from ..config import THESIS
+    from .layers import load_clip
+    from ..runtime import select_device
     from .audio_style import stft_style_transfer
 
     out = _output_path(a.out)
@@ -229,7 +231,7 @@ def _steer_clips(data: Path, n: int, target: int, styles: list[str], seed: int =
     """``n`` random clips of a prepared folder that are not of the target style."""
     import numpy as np
 
-    from .data import PreparedDataset
+    from ..data import PreparedDataset
 
     ds = PreparedDataset.load(data)
     name = styles[target]
@@ -240,8 +242,8 @@ def _steer_clips(data: Path, n: int, target: int, styles: list[str], seed: int =
 
 def cmd_dream_report(a: argparse.Namespace) -> int:
     """``dream-report``: every method once, timed and described (the book's closing note)."""
-    from .dream import load_clip
-    from .dream_report import markdown, measure
+    from .layers import load_clip
+    from .report import markdown, measure
 
     model, styles = _load(a)
     content, style = load_clip(a.clip, a.offset, model.cfg), load_clip(a.style, None, model.cfg)

@@ -1,0 +1,43 @@
+"""Where the work runs: device selection and synchronisation.
+
+Training, inference, dreaming and the benchmarks all ask this module which
+device to use (:func:`select_device`), which device a model lives on
+(:func:`device_of`) and, before reading a clock, to wait for queued GPU work
+(:func:`synchronize`). It imports nothing of the library, so inference and
+dreaming do not depend on the training module.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; anything else is taken as given."""
+    if name != "auto":
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of a model's (first) parameter."""
+    return next(model.parameters()).device
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on ``device`` (CUDA kernels run asynchronously); a no-op on the CPU.
+
+    Call it before reading a clock, so that a timing covers the work and not only its launch.
+    """
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+__all__ = ["select_device", "device_of", "synchronize"]
