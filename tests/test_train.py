@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from thesis_lib.checkpoint import CheckpointError, load_model, save_model
+from thesis_lib.checkpoint import CheckpointError, load_model, read_checkpoint, save_model
+from thesis_lib.config import THESIS
 from thesis_lib.data import split_dataset
 from thesis_lib.model import StyleNet
 from thesis_lib.runtime import select_device
@@ -35,6 +36,18 @@ def test_seeded_cpu_run_repeats_exactly(toy_prepared):
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_checkpoint_and_metrics_record_the_settings_used(toy_prepared, tmp_path):
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    settings = TrainSettings(learning_rate=0.001, batch_size=4, epochs=1, seed=3, calibrate_batchnorm=False)
+    train(toy_prepared, sp, settings, tmp_path / "run", progress=False)
+    ckpt = read_checkpoint(tmp_path / "run" / "model.pt")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for record in (ckpt["settings"], metrics["settings"], ckpt["metrics"]["settings"]):
+        assert (record["learning_rate"], record["batch_size"], record["epochs"], record["seed"]) == (0.001, 4, 1, 3)
+    assert (ckpt["config"]["learning_rate"], ckpt["config"]["batch_size"], ckpt["config"]["epochs"]) == (0.001, 4, 1)
+    assert THESIS.learning_rate == 0.01 and THESIS.batch_size == 480      # the thesis's numbers stay
 
 
 def test_resume_matches_uninterrupted_run(toy_prepared, tmp_path):

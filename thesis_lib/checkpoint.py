@@ -40,7 +40,12 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def model_state(model: StyleNet, styles: list[str], **extra: Any) -> dict[str, Any]:
-    """Everything needed to rebuild ``model``: weights, architecture, config, styles."""
+    """Everything needed to rebuild ``model``: weights, architecture, config, styles.
+
+    ``config`` is the model's :class:`ThesisConfig`; a trained model's has the optimiser
+    fields of the settings it was trained with (:meth:`TrainSettings.applied_to`), and
+    ``train`` adds those settings themselves as ``settings``.
+    """
     if len(styles) != model.n_styles:
         raise ValueError(f"{len(styles)} style names for a model with {model.n_styles} outputs")
     return {"format": FORMAT, "architecture": model.architecture(),

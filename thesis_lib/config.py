@@ -129,24 +129,53 @@ SILENCE = 1e-4
 """A signal whose level (peak of a track, RMS of a clip) stays below this (-80 dBFS) counts as silent."""
 
 
-@dataclass(frozen=True)
-class TrainDefaults:
-    """Defaults of ``train`` on a user's own collection.
+@dataclass
+class TrainSettings:
+    """The training settings of one run: what ``train`` uses and what ``model.pt`` and ``metrics.json`` record.
 
-    The thesis's learning rate 0.01 with batch 480 gives only 10 updates per
-    epoch on 4,800 clips; on a few hundred clips it gives one or two and the
-    run is unstable (loss jumping back up, test accuracy anywhere from chance
-    to 0.9 depending on the held-out tracks). A smaller step and small batches
-    give enough updates per epoch on small sets and still train well on the
-    thesis's 4,800 clips. ``reproduce`` keeps the thesis values.
+    The defaults suit ``train`` on a user's own collection. The thesis's
+    learning rate 0.01 with batch 480 gives only 10 updates per epoch on 4,800
+    clips; on a few hundred clips it gives one or two and the run is unstable
+    (loss jumping back up, test accuracy anywhere from chance to 0.9 depending
+    on the held-out tracks). A smaller step and small batches give enough
+    updates per epoch on small sets and still train well on the thesis's 4,800
+    clips. :meth:`thesis` gives the thesis's values, which ``reproduce`` and the
+    book use. The thesis's own numbers stay in the frozen :data:`THESIS`; a
+    trained model records :meth:`applied_to` of it, the config it was really
+    trained with.
     """
 
     learning_rate: float = 0.001
     batch_size: int = 32
     epochs: int = 20
+    momentum: float = THESIS.momentum
+    test_batch_size: int = THESIS.test_batch_size
+    seed: int = 0
+    device: str = "auto"
+    #: After training, set batch-norm statistics to exact averages over the training set
+    #: (the thesis's "training-set statistics at test time") instead of the running
+    #: averages, which lag behind on runs with few updates.
+    calibrate_batchnorm: bool = True
+    #: ``auto`` (default): the fast convolutions of :mod:`thesis_lib.fast` on CPUs, where
+    #: they are faster, the plain modules elsewhere; ``fast`` or ``reference`` to force one.
+    #: Both compute the same function (tested), so results agree to rounding.
+    impl: str = "auto"
+
+    @classmethod
+    def thesis(cls, cfg: ThesisConfig = THESIS, **overrides) -> "TrainSettings":
+        """The thesis's values: learning rate 0.01, batch 480, 20 epochs."""
+        base = dict(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                    momentum=cfg.momentum, test_batch_size=cfg.test_batch_size)
+        return cls(**{**base, **overrides})
+
+    def applied_to(self, cfg: ThesisConfig = THESIS) -> ThesisConfig:
+        """``cfg`` with its optimiser fields set to these settings: the config a trained model records."""
+        return cfg.with_(learning_rate=self.learning_rate, batch_size=self.batch_size, epochs=self.epochs,
+                         momentum=self.momentum, test_batch_size=self.test_batch_size)
 
 
-TRAIN_DEFAULTS = TrainDefaults()
+TRAIN_DEFAULTS = TrainSettings()
+"""The defaults of ``python -m thesis_lib train``."""
 
 
 # Thesis chapter 5, Table 1: training loss and seconds per epoch on a GTX TITAN X.
@@ -166,7 +195,7 @@ THESIS_CITATION = (
 )
 
 __all__ = [
-    "ConvSpec", "ThesisConfig", "THESIS", "CONV_LAYERS", "SILENCE", "TrainDefaults", "TRAIN_DEFAULTS",
+    "ConvSpec", "ThesisConfig", "THESIS", "CONV_LAYERS", "SILENCE", "TrainSettings", "TRAIN_DEFAULTS",
     "THESIS_TABLE1", "THESIS_TEST_ACCURACY", "THESIS_SECONDS_PER_EPOCH",
     "THESIS_EXP_TIMING", "THESIS_CITATION",
 ]

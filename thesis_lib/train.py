@@ -23,40 +23,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, model_state, read_checkpoint, save_model
-from .config import THESIS, TRAIN_DEFAULTS, ThesisConfig
+from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
 from .fast import resolve_impl, training_module
 from .model import StyleNet
 from .runtime import select_device, synchronize
-
-
-@dataclass
-class TrainSettings:
-    """Optimiser settings of one run; stored in ``metrics.json`` and in checkpoints."""
-
-    learning_rate: float = TRAIN_DEFAULTS.learning_rate
-    batch_size: int = TRAIN_DEFAULTS.batch_size
-    epochs: int = TRAIN_DEFAULTS.epochs
-    momentum: float = THESIS.momentum
-    test_batch_size: int = THESIS.test_batch_size
-    seed: int = 0
-    device: str = "auto"
-    #: After training, set batch-norm statistics to exact averages over the training set
-    #: (the thesis's "training-set statistics at test time") instead of the running
-    #: averages, which lag behind on runs with few updates.
-    calibrate_batchnorm: bool = True
-    #: ``auto`` (default): the fast convolutions of :mod:`thesis_lib.fast` on CPUs, where
-    #: they are faster, the plain modules elsewhere; ``fast`` or ``reference`` to force one.
-    #: Both compute the same function (tested), so results agree to rounding.
-    impl: str = "auto"
-
-    @classmethod
-    def thesis(cls, cfg: ThesisConfig = THESIS, **overrides) -> "TrainSettings":
-        """The thesis's values: learning rate 0.01, batch 480, 20 epochs."""
-        base = dict(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                    momentum=cfg.momentum, test_batch_size=cfg.test_batch_size)
-        return cls(**{**base, **overrides})
 
 
 def batches(ds: PreparedDataset, idx: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -205,6 +177,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     torch.manual_seed(settings.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
+    cfg = settings.applied_to(cfg)              # model.pt records the settings really used
     model = StyleNet(len(split.styles), cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
                           nesterov=True)
@@ -242,7 +215,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     metrics = {**evaluate(model, ds, split.test, y_test, split.styles, settings.test_batch_size, device),
                **_run_facts(ds, split, settings, device, history)}
     if out is not None:
-        save_model(model, split.styles, out / "model.pt", metrics=_jsonable(metrics))
+        save_model(model, split.styles, out / "model.pt", metrics=_jsonable(metrics), settings=asdict(settings))
         (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
     distributed.teardown(own_group)
     return TrainResult(model, metrics, out, history)
@@ -278,6 +251,7 @@ def _run_facts(ds: PreparedDataset, split: Split, settings: TrainSettings, devic
         "styles": split.styles, "split": split.mode, "notes": split.notes,
         "n_train": int(len(split.train)), "n_test": int(len(split.test)),
         "n_train_tracks": int(len(np.unique(ds.track_of[split.train]))),
+        "settings": asdict(settings),
         "learning_rate": settings.learning_rate, "batch_size": settings.batch_size,
         "momentum": settings.momentum, "test_batch_size": settings.test_batch_size,
         "seed": settings.seed, "device": str(device), "calibrate_batchnorm": settings.calibrate_batchnorm, "epochs": history,

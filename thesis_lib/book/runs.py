@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import THESIS, ThesisConfig
+from ..config import THESIS, ThesisConfig, TrainSettings
 from ..data import PreparedDataset, Split, default_cache_dir, prepare_dataset, split_dataset
 from ..synth import SynthSpec, generate_dataset
-from ..train import TrainSettings
 
 SMALL_SPEC = SynthSpec(tracks_per_style=4, min_seconds=66.0, max_seconds=80.0)
 """The small synthetic set of ``small`` mode: 4 tracks of 66-80 s per style (1-4 clips each)."""
