@@ -30,6 +30,20 @@ class AudioError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def is_audio_file(path: Path) -> bool:
+    """A visible file with one of :data:`AUDIO_EXTENSIONS` (any case)."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def find_audio(folder: str | Path) -> list[Path]:
+    """Every audio file below ``folder`` (recursively, hidden files skipped), sorted.
+
+    The one audio discovery: preparation lists each style folder with it and
+    ``predict`` each folder it is given.
+    """
+    return sorted(p for p in Path(folder).rglob("*") if is_audio_file(p))
+
+
 def load_audio(path: str | Path, sample_rate: int = THESIS.sample_rate,
                res_type: str = THESIS.resample_type) -> np.ndarray:
     """Decode any file librosa can read to mono float32 at ``sample_rate``.

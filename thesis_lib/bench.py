@@ -131,9 +131,9 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
 
     from .data import PreparedDataset
     from .fast import training_module
-    from .model import StyleNet
     from .runtime import select_device
-    from .train import train_epoch
+    from .config import TrainSettings
+    from .train import new_model, train_epoch
 
     torch.set_num_threads(threads)
     dev = select_device(device)
@@ -143,9 +143,8 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
                          [str(i) for i in range(n_clips)], labels, {})
     idx = np.arange(n_clips)
     torch.manual_seed(0)
-    model = StyleNet(2).to(dev)
+    model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     net = training_module(model, impl, dev)
-    opt = torch.optim.SGD(model.parameters(), lr=THESIS.learning_rate, momentum=THESIS.momentum, nesterov=True)
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
     step_times = []

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import AUDIO_EXTENSIONS, AudioError, prepare_track
+from .audio import AUDIO_EXTENSIONS, AudioError, find_audio, prepare_track
 from .config import THESIS, ThesisConfig
 
 FORMAT = "thesis_lib.prepared/1"
@@ -67,9 +67,9 @@ def find_tracks(root: str | Path) -> TrackList:
     tracks: dict[str, list[Path]] = {}
     ignored: list[Path] = []
     for d in style_dirs:
-        files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
-        tracks[d.name] = [p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS]
-        ignored += [p for p in files if p.suffix.lower() not in AUDIO_EXTENSIONS]
+        tracks[d.name] = find_audio(d)
+        ignored += sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")
+                          and p.suffix.lower() not in AUDIO_EXTENSIONS)
     stray = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
     if len(style_dirs) < 2:
         hint = f" ({len(stray)} audio files lie directly in it)" if stray else ""

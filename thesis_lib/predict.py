@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, AudioError, cut_clips, load_audio, peak_normalize, trim_ends
+from .audio import AudioError, find_audio, cut_clips, load_audio, peak_normalize, trim_ends
 from .config import THESIS, ThesisConfig
 from .runtime import synchronize
 
@@ -127,28 +127,36 @@ def inference_module(model: torch.nn.Module) -> torch.nn.Module:
 
 @torch.inference_mode()
 def clip_probabilities(model: torch.nn.Module, clips: np.ndarray, batch_size: int = THESIS.test_batch_size,
-                       device: torch.device | str = "cpu") -> np.ndarray:
+                       device: torch.device | str = "cpu", rows: np.ndarray | None = None,
+                       fold: bool = True) -> np.ndarray:
     """Softmax probabilities of ``clips`` ``(n, clip_samples)``, in batches; ``(n, n_styles)``.
 
-    A :class:`StyleNet` runs with its batch norms folded (:class:`FoldedStyleNet`).
+    The one batched-probabilities function: ``predict`` classifies tracks with
+    it and ``train.evaluate`` scores the test clips with it. ``rows`` picks
+    rows of ``clips`` (e.g. the test indices of a memory-mapped dataset; read
+    one batch at a time). With ``fold`` a :class:`StyleNet` runs with its batch
+    norms folded (:class:`FoldedStyleNet`: the same function up to rounding);
+    ``evaluate`` uses ``fold=False`` so that its numbers are the model's own.
     """
     model.eval()
-    model = inference_module(model)
+    if fold:
+        model = inference_module(model)
     device = torch.device(device)
+    n = len(clips) if rows is None else len(rows)
     out = []
-    for lo in range(0, len(clips), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(clips[lo:lo + batch_size], dtype=np.float32))
+    for lo in range(0, n, batch_size):
+        part = clips[lo:lo + batch_size] if rows is None else clips[np.asarray(rows)[lo:lo + batch_size]]
+        x = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
         out.append(torch.softmax(model(x.unsqueeze(1).to(device)), 1).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "n_styles", 2)), np.float32)
 
 
-def find_audio(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given, and every audio file below each folder (sorted)."""
+def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given, and every audio file below each folder (:func:`thesis_lib.audio.find_audio`)."""
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS
-                              and not f.name.startswith("."))
+            yield from find_audio(p)
         else:
             yield p
 
@@ -174,7 +182,7 @@ def classify(model: torch.nn.Module, styles: list[str], inputs: Iterable[str | P
              trim: str = "auto", batch_size: int = THESIS.test_batch_size,
              device: torch.device | str = "cpu") -> Iterator[TrackVerdict]:
     """:func:`classify_track` for every file of ``inputs`` (files and folders)."""
-    for path in find_audio(inputs):
+    for path in expand_inputs(inputs):
         yield classify_track(model, styles, path, cfg, trim, batch_size, device)
 
 

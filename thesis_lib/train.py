@@ -28,7 +28,20 @@ from . import distributed
 from .data import PreparedDataset, Split, label_of
 from .fast import resolve_impl, training_module
 from .model import StyleNet
+from .predict import clip_probabilities
 from .runtime import select_device, synchronize
+
+
+def new_model(n_styles: int, settings: TrainSettings, cfg: ThesisConfig = THESIS,
+              device: torch.device | str = "cpu") -> tuple[StyleNet, torch.optim.Optimizer]:
+    """A fresh :class:`StyleNet` on ``device`` and its optimiser: SGD with Nesterov momentum (thesis 4.2).
+
+    Seed torch first for repeatable weights. ``train``, ``bench`` and the book's
+    timings all start from here.
+    """
+    model = StyleNet(n_styles, cfg).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum, nesterov=True)
+    return model, opt
 
 
 def batches(ds: PreparedDataset, idx: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -107,15 +120,6 @@ def calibrate_batchnorm(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, b
 
 
 @torch.no_grad()
-def predict(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, batch_size: int,
-            device: torch.device) -> np.ndarray:
-    """Softmax probabilities of clips ``idx``, shape ``(len(idx), n_styles)``."""
-    model.eval()
-    dummy = np.zeros(len(idx), dtype=np.int64)
-    out = [torch.softmax(model(x.to(device)), 1).cpu() for x, _ in batches(ds, idx, dummy, batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.n_styles), np.float32)
-
-
 def evaluate(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, labels: np.ndarray,
              styles: list[str], batch_size: int = THESIS.test_batch_size,
              device: torch.device | str = "cpu") -> dict:
@@ -125,7 +129,7 @@ def evaluate(model: StyleNet, ds: PreparedDataset, idx: np.ndarray, labels: np.n
     highest mean probability over its test clips.
     """
     device = torch.device(device)
-    probs = predict(model, ds, idx, batch_size, device)
+    probs = clip_probabilities(model, ds.clips, batch_size, device, rows=idx, fold=False)
     pred = probs.argmax(1)
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
     k = len(styles)
@@ -178,9 +182,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
     cfg = settings.applied_to(cfg)              # model.pt records the settings really used
-    model = StyleNet(len(split.styles), cfg).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
-                          nesterov=True)
+    model, opt = new_model(len(split.styles), settings, cfg, device)
     history: list[dict] = []
     if _resume_state is not None:
         model.load_state_dict(_resume_state["state_dict"])

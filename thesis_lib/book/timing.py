@@ -29,12 +29,13 @@ def epoch_timing(batches: int, batch_size: int = THESIS.batch_size, device: str 
     import torch
     import torch.nn.functional as F
 
-    from ..model import StyleNet
+    from ..config import TrainSettings
+    from ..train import new_model
 
     torch.manual_seed(seed)
     dev = torch.device(device)
-    model = StyleNet().to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=THESIS.learning_rate, momentum=THESIS.momentum, nesterov=True)
+    model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
+    model.train()
     x = 0.3 * torch.randn(batch_size, 1, THESIS.clip_samples, device=dev)
     y = torch.randint(0, 2, (batch_size,), device=dev)
 
