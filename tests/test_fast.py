@@ -22,15 +22,27 @@ def _grads(model, fn, x, y):
     return out.detach(), x.grad.detach(), {k: p.grad.detach().clone() for k, p in model.named_parameters()}
 
 
+@pytest.fixture
+def no_tf32():
+    """Full float32 arithmetic in cuDNN and cuBLAS: TF32 (their default for convolutions) keeps
+    10 mantissa bits, so two float32 paths would differ by ~1e-3 for reasons unrelated to them."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("wrapper", [fast.FastStyleNet, fast.PhaseStyleNet])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 2e-4)])
-def test_fast_forward_matches_reference_outputs_and_gradients(device, dtype, tol):
+def test_fast_forward_matches_reference_outputs_and_gradients(device, dtype, tol, wrapper, no_tf32):
+    """Both fast paths (CPU frame GEMMs, GPU phase convolutions + plain batch norm) are the same function."""
     torch.manual_seed(0)
     model = StyleNet(3).to(device, dtype).train()
     x = torch.randn(5, 1, THESIS.clip_samples, device=device, dtype=dtype)
     y = torch.tensor([0, 1, 2, 1, 0], device=device)
     ref_out, ref_dx, ref_g = _grads(model, model, x, y)
-    fast_out, fast_dx, fast_g = _grads(model, fast.FastStyleNet(model), x, y)
+    fast_out, fast_dx, fast_g = _grads(model, wrapper(model), x, y)
     torch.testing.assert_close(fast_out, ref_out, rtol=tol, atol=tol)
     # gradients relative to their own scale: every parameter and the input waveform
     for name in ref_g:
@@ -41,7 +53,7 @@ def test_fast_forward_matches_reference_outputs_and_gradients(device, dtype, tol
     # eval mode (running statistics) too
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(fast.fast_forward(model, x), model(x), rtol=tol, atol=tol)
+        torch.testing.assert_close(wrapper(model)(x), model(x), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("length,stride,channels,chunk", [(8, 2, 1, 3), (32, 4, 8, 2), (128, 4, 8, 16), (12, 3, 2, 1)])
@@ -74,7 +86,123 @@ def test_fast_wrapper_shares_parameters_and_state_dict():
     assert list(model.state_dict()) == list(StyleNet(2).state_dict())  # checkpoints unchanged
 
 
+@pytest.mark.parametrize("length,stride,channels", [(8, 2, 1), (32, 4, 8), (128, 4, 8), (12, 3, 2)])
+def test_phase_conv_is_the_strided_convolution(length, stride, channels):
+    """Phases as channels: the same sums as conv1d for any k = m*s, odd lengths included."""
+    torch.manual_seed(2)
+    conv = torch.nn.Conv1d(channels, 4, length, stride).double()
+    for n in (1003, 1000 + stride - 1, length):
+        x = torch.randn(3, channels, n, dtype=torch.float64)
+        torch.testing.assert_close(fast.phase_conv1d(x, conv), conv(x))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_plain_batch_norm_matches_batchnorm1d(momentum):
+    """Outputs and running statistics (unbiased variance, momentum or cumulative) as nn.BatchNorm1d."""
+    torch.manual_seed(3)
+    ref = torch.nn.BatchNorm1d(8, eps=THESIS.bn_eps, momentum=momentum).double()
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2); ref.bias.uniform_(-1, 1)
+    ours = torch.nn.BatchNorm1d(8, eps=THESIS.bn_eps, momentum=momentum).double()
+    ours.load_state_dict(ref.state_dict())
+    for _ in range(3):
+        x = torch.randn(4, 8, 50, dtype=torch.float64) * 3 + 1
+        torch.testing.assert_close(fast.plain_batch_norm(x, ours), ref(x))
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, msg=k)
+    ref.eval(); ours.eval()
+    torch.testing.assert_close(fast.plain_batch_norm(x, ours), ref(x))
+
+
+def test_resident_trainer_follows_the_reference_epoch(toy_prepared):
+    """The clips-on-device loop (run here without compiler or graphs) takes the same steps as
+    train_epoch: same order from the same generator, same losses, same weights; a last partial batch included."""
+    from thesis_lib.config import TrainSettings
+    from thesis_lib.train import new_model, train_epoch
+
+    idx = np.arange(len(toy_prepared))
+    labels = toy_prepared.style_of[idx].astype(np.int64)
+    settings = TrainSettings(learning_rate=0.01, batch_size=5)
+    runs = []
+    for resident in (False, True):
+        torch.manual_seed(4)
+        model, opt = new_model(2, settings, THESIS, "cpu")
+        model = model.double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        trainer = (fast.ResidentTrainer(model, opt, toy_prepared.clips[idx], labels, 5, torch.device("cpu"))
+                   if resident else None)
+        if trainer is not None:
+            trainer.x = trainer.x.double(); trainer.xb = trainer.xb.double()
+        losses = []
+        for e in range(2):
+            rng = np.random.default_rng([0, e])
+            if trainer is not None:
+                losses.append(trainer.epoch(rng))
+            else:
+                losses.append(train_epoch(model, opt, _double(toy_prepared), idx, labels, 5, rng,
+                                          torch.device("cpu"), net=fast.PhaseStyleNet(model)))
+        runs.append((losses, model.state_dict()))
+    assert len(idx) % 5, "the toy set should leave a partial batch"
+    # float64 throughout; the reference reads a batch's rows in ascending order, which changes
+    # only the order of the sums (differences of ~1e-8 after two epochs)
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-6)
+    for k, v in runs[0][1].items():
+        torch.testing.assert_close(runs[1][1][k], v, rtol=1e-6, atol=1e-9, msg=k)
+
+
+def _double(ds):
+    """The dataset with float64 clips, so the comparison above is exact to rounding."""
+    import copy
+
+    d = copy.copy(ds)
+    d.clips = np.asarray(ds.clips, dtype=np.float64)
+    return d
+
+
+def test_snapshot_restore_puts_state_back_in_place():
+    """Warm-up steps before a graph capture leave no trace: weights and buffers restored in place,
+    optimiser velocities created by the warm-up zeroed (SGD's starting velocity)."""
+    torch.manual_seed(5)
+    model = StyleNet(2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ptrs = {k: v.data_ptr() for k, v in model.state_dict().items()}
+    saved = fast._snapshot(model, opt)
+    x = torch.randn(4, 1, THESIS.clip_samples)
+    F.cross_entropy(model(x), torch.tensor([0, 1, 0, 1])).backward()
+    opt.step()
+    fast._restore(model, opt, saved)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+        assert v.data_ptr() == ptrs[k]
+    assert all(float(s["momentum_buffer"].abs().max()) == 0 for s in opt.state.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resident_trainer_on_cuda_matches_reference_training(toy_prepared, no_tf32):
+    """Compiled, graph-captured epochs on a GPU follow the plain module's loss curve."""
+    idx = np.arange(len(toy_prepared))
+    labels = toy_prepared.style_of[idx].astype(np.int64)
+    dev = torch.device("cuda")
+    losses = {}
+    for resident in (False, True):
+        torch.manual_seed(6)
+        model = StyleNet(2).to(dev)
+        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, nesterov=True)
+        trainer = fast.ResidentTrainer(model, opt, toy_prepared.clips[idx], labels, 4, dev) if resident else None
+        out = []
+        for e in range(3):
+            rng = np.random.default_rng([0, e])
+            out.append(trainer.epoch(rng) if trainer else
+                       __import__("thesis_lib.train", fromlist=["x"]).train_epoch(model, opt, toy_prepared, idx,
+                                                                                labels, 4, rng, dev))
+        losses[resident] = out
+    np.testing.assert_allclose(losses[True], losses[False], rtol=2e-3, atol=1e-4)
+
+
 def test_resolve_impl():
+    assert fast.resolve_impl("auto", torch.device("cuda")) == "fast"
+    assert fast.resolve_impl("auto", torch.device("mps")) == "reference"
     assert fast.resolve_impl("auto", torch.device("cpu")) == "fast"
     assert fast.resolve_impl("reference", torch.device("cpu")) == "reference"
     with pytest.raises(ValueError, match="impl"):

@@ -39,9 +39,11 @@ def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffles")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--impl", choices=["auto", "fast", "reference"], default="auto",
-                   help="convolution implementation for training: auto (default; the fast frame/GEMM "
-                        "convolutions on CPUs, the plain modules elsewhere), fast or reference. Both "
+                   help="training implementation of the thesis net: auto (default; the fast paths on "
+                        "CPUs and CUDA GPUs, the plain modules elsewhere), fast or reference. Both "
                         "compute the same function")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: bfloat16 autocast in the CUDA fast path (faster; ignored elsewhere)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -201,7 +203,7 @@ def _cmd_train(a) -> int:
                 for note in sp.notes:
                     print("note:", note)
             settings = TrainSettings(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
-                                     seed=a.seed, device=a.device, impl=a.impl)
+                                     seed=a.seed, device=a.device, impl=a.impl, precision=a.precision)
             result = train(ds, sp, settings, a.out, progress=not a.quiet)
     if result.out is None:   # a non-zero rank under torchrun: rank 0 writes and reports
         return 0
@@ -219,7 +221,7 @@ def _cmd_reproduce(a) -> int:
 
     spec = SynthSpec() if a.tracks_per_style is None else replace(SynthSpec(), tracks_per_style=a.tracks_per_style)
     settings = TrainSettings.thesis(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
-                                    seed=a.seed, device=a.device, impl=a.impl)
+                                    seed=a.seed, device=a.device, impl=a.impl, precision=a.precision)
     result = reproduce(a.out, spec, settings=settings, split=a.split, train_per_style=a.train_per_style,
                        test_per_style=a.test_per_style, data_dir=a.data_dir, progress=not a.quiet)
     print(f"wrote {', '.join(sorted(p.name for p in result.out.iterdir() if p.is_file()))} to {result.out}")

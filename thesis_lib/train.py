@@ -26,7 +26,7 @@ from .checkpoint import atomic_save, model_state, read_checkpoint, save_model
 from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
-from .fast import resolve_impl, training_module
+from .fast import ResidentTrainer, fits_on_device, resolve_impl, training_module
 from .model import StyleNet
 from .predict import clip_probabilities
 from .runtime import select_device, synchronize
@@ -34,7 +34,7 @@ from .runtime import select_device, synchronize
 
 def new_model(n_styles: int, settings: TrainSettings, cfg: ThesisConfig = THESIS,
               device: torch.device | str = "cpu") -> tuple[StyleNet, torch.optim.Optimizer]:
-    """A fresh :class:`StyleNet` on ``device`` and its optimiser: SGD with Nesterov momentum (thesis 4.2).
+    """A fresh :class:`StyleNet` on ``device`` and its optimiser: SGD with Nesterov momentum (thesis 4.2; chapter 4).
 
     Seed torch first for repeatable weights. ``train``, ``bench`` and the book's
     timings all start from here.
@@ -67,7 +67,7 @@ def train_epoch(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDataset
                 labels: np.ndarray, batch_size: int, rng: np.random.Generator, device: torch.device,
                 progress: bool = False, net: torch.nn.Module | None = None,
                 dist_info: distributed.DistInfo | None = None) -> float:
-    """One pass over the shuffled training clips; returns the mean training loss.
+    """One pass over the shuffled training clips; returns the mean training loss (chapter 4 of the book).
 
     ``net`` is what a step calls (default ``model``): the fast wrapper of
     :mod:`thesis_lib.fast` and/or ``DistributedDataParallel``. Under
@@ -191,6 +191,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     y_train = label_of(ds, split.train, split)
     y_test = label_of(ds, split.test, split)
     net = training_module(model, settings.impl, device)
+    resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -200,9 +201,12 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     for epoch in epochs:
         rng = np.random.default_rng([settings.seed, epoch])     # per-epoch: resumable shuffles
         t0 = time.perf_counter()
-        loss = train_epoch(model, opt, ds, split.train, y_train, settings.batch_size, rng, device,
-                           progress=progress and len(split.train) > 20 * settings.batch_size,
-                           net=net, dist_info=info)
+        if resident is not None:
+            loss = resident.epoch(rng)
+        else:
+            loss = train_epoch(model, opt, ds, split.train, y_train, settings.batch_size, rng, device,
+                               progress=progress and len(split.train) > 20 * settings.batch_size,
+                               net=net, dist_info=info)
         synchronize(device)
         seconds = time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": loss, "seconds": seconds})
@@ -221,6 +225,21 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
     distributed.teardown(own_group)
     return TrainResult(model, metrics, out, history)
+
+
+def resident_trainer(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDataset, idx: np.ndarray,
+                     labels: np.ndarray, settings: TrainSettings, device: torch.device,
+                     info: distributed.DistInfo) -> ResidentTrainer | None:
+    """The CUDA fast path (:class:`~thesis_lib.fast.ResidentTrainer`) where it applies, else ``None``.
+
+    It applies on one CUDA GPU with ``impl`` fast (the default) when the training clips fit in
+    its memory; elsewhere :func:`train_epoch` streams batches from the memory-mapped clips.
+    """
+    if (device.type != "cuda" or info.enabled or resolve_impl(settings.impl, device) != "fast"
+            or not fits_on_device(len(idx), ds.clips.shape[1], device)):
+        return None
+    return ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
+                           precision=settings.precision)
 
 
 def _training_state(model, opt, split: Split, ds: PreparedDataset, settings: TrainSettings,
