@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -44,34 +45,280 @@ def find_audio(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if is_audio_file(p))
 
 
-def load_audio(path: str | Path, sample_rate: int = THESIS.sample_rate,
-               res_type: str = THESIS.resample_type) -> np.ndarray:
-    """Decode any file librosa can read to mono float32 at ``sample_rate``.
+# ----------------------------------------------------------------------------
+# Streaming decode: one block at a time, whatever the track's length
+# ----------------------------------------------------------------------------
 
-    Raises :class:`AudioError` naming the file for an empty, unreadable or
-    undecodable file, so that a caller can skip it and report why.
+BLOCK_FRAMES = 1 << 16
+"""Frames decoded per block (65,536: 1.5 s of 44.1 kHz audio, 2 MB for 8 float32 channels)."""
+
+_SOXR_QUALITY = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ", "soxr_qq": "QQ"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+class DecodedTrack:
+    """A track decoded to mono float32 at ``sample_rate``, kept in an unlinked temporary file.
+
+    Built by :func:`decode_track`, which streams the file through the
+    decoder and soxr's streaming resampler one block at a time and appends
+    the resampled samples to the temporary file. The process therefore holds
+    one block, never the track: the 8 kHz mono signal (115 MB an hour) lives
+    on disk (in ``$TMPDIR``), and its length and peak are known once decoded,
+    so the thesis's peak normalisation (which needs the whole track's peak)
+    costs no second decode. ``read`` returns unnormalised samples; ``notes``
+    says how the file was decoded when it was not the ordinary way (e.g. by
+    ffmpeg after soundfile failed on a damaged file). Use as a context
+    manager, or call :meth:`close`.
     """
-    import librosa  # imported lazily: librosa pulls numba, slow to import
+
+    def __init__(self, path: Path, sample_rate: int, store, n_samples: int, peak: float, notes: list[str]):
+        self.path, self.sample_rate, self._store = path, sample_rate, store
+        self.n_samples, self.peak, self.notes = n_samples, peak, notes
+
+    @property
+    def seconds(self) -> float:
+        return self.n_samples / self.sample_rate
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` (clipped to the track) as float32, not normalised."""
+        stop = self.n_samples if stop is None else min(stop, self.n_samples)
+        start = max(0, min(start, stop))
+        self._store.seek(4 * start)
+        out = np.empty(stop - start, np.float32)
+        self._store.readinto(memoryview(out).cast("B"))
+        return out
+
+    def clips(self, start: int, n_clips: int, clip_samples: int, scale: float,
+              batch: int = 64) -> Iterator[np.ndarray]:
+        """``n_clips`` consecutive clips from ``start``, times ``scale``: ``(k, clip_samples)`` batches."""
+        for lo in range(0, n_clips, batch):
+            k = min(batch, n_clips - lo)
+            y = self.read(start + lo * clip_samples, start + (lo + k) * clip_samples)
+            yield (y * scale).astype(np.float32, copy=False).reshape(k, clip_samples)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> "DecodedTrack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _soundfile_blocks(path: Path) -> tuple[int, int | None, Iterator[np.ndarray]]:
+    """``(rate, frames in the header, blocks of (frames, channels) float32)`` via libsndfile."""
+    f = sf.SoundFile(path)
+
+    def blocks():
+        with f:
+            while True:
+                b = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if not len(b):
+                    return
+                yield b
+
+    return f.samplerate, f.frames, blocks()
+
+
+def _ffprobe_stream(path: Path) -> tuple[int, int]:
+    """Sample rate and channel count of the first audio stream, from ffprobe."""
+    import json
+    import subprocess
+
+    try:
+        out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                              "stream=sample_rate,channels", "-of", "json", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise AudioError(path, "ffprobe (part of ffmpeg) is not installed") from None
+    try:
+        stream = json.loads(out.stdout)["streams"][0]
+        return int(stream["sample_rate"]), int(stream["channels"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        err = out.stderr.strip().splitlines()
+        raise AudioError(path, f"ffmpeg finds no audio stream ({err[-1] if err else 'no stream'})") from None
+
+
+def _ffmpeg_blocks(path: Path) -> tuple[int, Iterator[np.ndarray]]:
+    """``(rate, blocks)`` decoded by ffmpeg as 16-bit PCM at the file's own rate and channels.
+
+    The bytes are read from ffmpeg's pipe one block at a time (the same
+    samples librosa's audioread fallback gave: 16-bit, scaled by 1/32768).
+    """
+    import subprocess
+    import tempfile
+
+    rate, channels = _ffprobe_stream(path)
+    if rate <= 0 or not 1 <= channels <= 64:
+        raise AudioError(path, f"ffmpeg reports an unusable stream ({rate} Hz, {channels} channels)")
+
+    def blocks():
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le",
+                                     "-acodec", "pcm_s16le", "-"],
+                                    stdout=subprocess.PIPE, stderr=err)
+            try:
+                frame_bytes = 2 * channels
+                pending = b""
+                while True:
+                    chunk = proc.stdout.read(BLOCK_FRAMES * frame_bytes)
+                    if not chunk:
+                        break
+                    chunk = pending + chunk
+                    usable = len(chunk) - len(chunk) % frame_bytes
+                    pending = chunk[usable:]
+                    if usable:
+                        a = np.frombuffer(chunk[:usable], "<i2").astype(np.float32) * np.float32(1 / 32768)
+                        yield a.reshape(-1, channels)
+                rc = proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+            if rc != 0:
+                err.seek(0)
+                lines = err.read().decode(errors="replace").strip().splitlines()
+                raise AudioError(path, f"ffmpeg cannot decode it ({lines[-1] if lines else f'exit code {rc}'})")
+
+    return rate, blocks()
+
+
+def _resampled(blocks: Iterator[np.ndarray], rate: int, sample_rate: int, quality: str,
+               path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """Downmix each block to mono (the mean of the channels) and resample it as a stream.
+
+    Yields ``(mono block at sample_rate, input frames so far)``; raises
+    :class:`AudioError` at the first block whose samples are not finite.
+    """
+    import soxr
+
+    stream = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32",
+                                                                   quality=quality)
+    seen = 0
+    for b in blocks:
+        if not np.all(np.isfinite(b)):
+            bad = seen + int(np.flatnonzero(~np.all(np.isfinite(b), axis=1))[0])
+            raise AudioError(path, f"its samples are not finite (NaN or infinite values, the first at "
+                                   f"{bad / rate:.2f} s): the file is damaged or was written wrongly")
+        seen += len(b)
+        mono = b[:, 0] if b.shape[1] == 1 else np.mean(b.T, axis=0)     # as librosa.to_mono
+        yield (mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono))), seen
+    if stream is not None:
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True), seen
+
+
+def decode_track(path: str | Path, sample_rate: int = THESIS.sample_rate,
+                 res_type: str = THESIS.resample_type) -> DecodedTrack:
+    """Decode any mp3/ogg/flac/wav/... to mono float32 at ``sample_rate``, streaming.
+
+    Blocks come from soundfile (libsndfile); a file it cannot read, or fails
+    on midway, is decoded again from the start by ffmpeg (piped, block by
+    block), and the result's ``notes`` say so. Each block is downmixed and fed
+    to soxr's streaming resampler (``res_type`` 'soxr_hq' is soxr's 'HQ', as
+    ``librosa.load`` used); the output has ``ceil(frames * sample_rate / rate)``
+    samples, as librosa's resampling gave, and equals its samples. Raises
+    :class:`AudioError` naming the file for an empty, unreadable or
+    undecodable file and for one whose samples are not finite.
+    """
+    import tempfile
 
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(path, "no such file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    if res_type not in _SOXR_QUALITY:
+        raise ValueError(f"resample type must be one of {sorted(_SOXR_QUALITY)}, not {res_type!r}")
+    quality = _SOXR_QUALITY[res_type]
+    store = tempfile.TemporaryFile(prefix="thesis_lib-track-")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa warns before its audioread fallback
-            y, _ = librosa.load(path, sr=sample_rate, mono=True, res_type=res_type)
-    except Exception as exc:  # noqa: BLE001 - every decoder failure means "unreadable"
-        kind = type(exc).__name__
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-        raise AudioError(path, f"cannot decode audio ({kind}: {detail}); "
-                               "is it a real mp3/ogg/flac/wav file?") from exc
-    if y.size == 0:
-        raise AudioError(path, "decoded to zero samples")
-    if not np.all(np.isfinite(y)):
-        raise AudioError(path, "decoded audio contains NaN or infinite values")
-    return y.astype(np.float32, copy=False)
+        notes: list[str] = []
+        header_frames = None
+        try:
+            rate, header_frames, blocks = _soundfile_blocks(path)
+            n, peak, frames = _spill(_resampled(blocks, rate, sample_rate, quality, path), store)
+        except AudioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - libsndfile failed: let ffmpeg try from the start
+            sf_reason = _first_line(exc)
+            unsupported = header_frames is None and "format not recognised" in sf_reason.lower()
+            store.seek(0)
+            store.truncate()
+            try:
+                rate, blocks = _ffmpeg_blocks(path)
+                n, peak, frames = _spill(_resampled(blocks, rate, sample_rate, quality, path), store)
+            except AudioError as ff:
+                if ff.reason.startswith("its samples are not finite"):
+                    raise
+                raise AudioError(path, f"cannot decode audio (soundfile: {sf_reason}; {ff.reason}); "
+                                       "is it a real mp3/ogg/flac/wav file?") from None
+            if unsupported:
+                notes.append("decoded by ffmpeg (a format soundfile cannot read)")
+            else:
+                notes.append(f"decoded by ffmpeg after soundfile failed: {sf_reason}; the file may be damaged")
+            if header_frames and frames < header_frames:
+                notes.append(f"truncated: its header promises {header_frames / rate:.1f} s, "
+                             f"only {frames / rate:.1f} s could be decoded")
+        if n == 0:
+            raise AudioError(path, "decoded to zero samples")
+        if rate != sample_rate:  # librosa.resample's fix_length: exactly ceil(frames * ratio) samples
+            want = int(np.ceil(frames * (float(sample_rate) / rate)))
+            if want > n:
+                store.seek(4 * n)
+                store.write(bytes(4 * (want - n)))
+            if want < n:  # the peak is that of the samples kept
+                store.seek(4 * want)
+                dropped = np.frombuffer(store.read(), np.float32)
+                if dropped.size and float(np.max(np.abs(dropped))) >= peak:
+                    peak = _store_peak(store, want)
+            n = want
+            store.truncate(4 * n)
+            if n == 0:
+                raise AudioError(path, "decoded to zero samples")
+        return DecodedTrack(path, sample_rate, store, n, peak if n else 0.0, notes)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _spill(chunks: Iterator[tuple[np.ndarray, int]], store) -> tuple[int, float, int]:
+    """Append resampled chunks to ``store``: ``(samples written, peak |sample|, input frames)``."""
+    n, peak, frames = 0, 0.0, 0
+    for y, frames in chunks:
+        if y.size:
+            y = np.asarray(y, np.float32)
+            peak = max(peak, float(np.max(np.abs(y))))
+            store.write(y.tobytes())
+            n += y.size
+    return n, peak, frames
+
+
+def _store_peak(store, n: int) -> float:
+    peak = 0.0
+    store.seek(0)
+    for lo in range(0, n, BLOCK_FRAMES * 16):
+        y = np.frombuffer(store.read(4 * min(BLOCK_FRAMES * 16, n - lo)), np.float32)
+        peak = max(peak, float(np.max(np.abs(y)))) if y.size else peak
+    return peak
+
+
+def load_audio(path: str | Path, sample_rate: int = THESIS.sample_rate,
+               res_type: str = THESIS.resample_type) -> np.ndarray:
+    """The whole track as mono float32 at ``sample_rate`` (:func:`decode_track`, read whole).
+
+    For short files and the book; the pipeline streams with
+    :func:`decode_track` and :func:`track_clips` instead.
+    """
+    with decode_track(path, sample_rate, res_type) as t:
+        return t.read()
 
 
 def peak_normalize(y: np.ndarray, peak: float = THESIS.peak) -> np.ndarray:
@@ -98,25 +345,42 @@ def cut_clips(y: np.ndarray, clip_samples: int = THESIS.clip_samples) -> np.ndar
     return y[: n * clip_samples].reshape(n, clip_samples)
 
 
-def prepare_track(path: str | Path, cfg: ThesisConfig = THESIS) -> np.ndarray:
-    """The thesis's whole pre-processing of one track: ``(n_clips, clip_samples)`` float32.
+def normalise_scale(track: DecodedTrack, peak: float = THESIS.peak) -> float:
+    """The factor that brings ``track``'s peak to ``peak``; :class:`AudioError` for a silent track."""
+    if track.peak < SILENCE:
+        raise AudioError(track.path, f"silent track (signal is silent (peak {track.peak:.2e}))")
+    return peak / track.peak
 
-    Raises :class:`AudioError` for a silent track or one too short to give a clip.
+
+def thesis_clips(track: DecodedTrack, cfg: ThesisConfig = THESIS, batch: int = 64) -> Iterator[np.ndarray]:
+    """The thesis's clips of a decoded track, in batches: peak 0.9, 30 s dropped at each end.
+
+    The same samples as :func:`peak_normalize`, :func:`trim_ends` and
+    :func:`cut_clips` on the whole signal, read from ``track`` a batch at a
+    time. Raises :class:`AudioError` (before yielding anything) for a silent
+    track or one too short to give a clip.
     """
-    y = load_audio(path, cfg.sample_rate, cfg.resample_type)
-    try:
-        y = peak_normalize(y, cfg.peak)
-    except ValueError as exc:
-        raise AudioError(path, f"silent track ({exc})") from None
-    body = trim_ends(y, cfg.trim_samples)
-    if body.size < cfg.clip_samples:
+    scale = normalise_scale(track, cfg.peak)
+    body = track.n_samples - 2 * cfg.trim_samples if track.n_samples > 2 * cfg.trim_samples else 0
+    if body < cfg.clip_samples:
         raise AudioError(
-            path,
-            f"too short: {y.size / cfg.sample_rate:.1f} s, but dropping "
+            track.path,
+            f"too short: {track.seconds:.1f} s, but dropping "
             f"{cfg.trim_seconds:g} s at each end needs at least "
             f"{cfg.min_track_samples / cfg.sample_rate:g} s for one "
             f"{cfg.clip_seconds:g}-second clip")
-    return cut_clips(body, cfg.clip_samples)
+    return track.clips(cfg.trim_samples, body // cfg.clip_samples, cfg.clip_samples, scale, batch)
+
+
+def prepare_track(path: str | Path, cfg: ThesisConfig = THESIS) -> np.ndarray:
+    """The thesis's whole pre-processing of one track: ``(n_clips, clip_samples)`` float32.
+
+    Raises :class:`AudioError` for a silent track or one too short to give a
+    clip. This holds every clip of the track at once; preparation streams
+    them to disk with :func:`decode_track` and :func:`thesis_clips` instead.
+    """
+    with decode_track(path, cfg.sample_rate, cfg.resample_type) as track:
+        return np.concatenate(list(thesis_clips(track, cfg)))
 
 
 def to_int16(y: np.ndarray, peak: float | None = THESIS.peak) -> np.ndarray:

@@ -1,0 +1,109 @@
+"""Streaming decode (issue 13): the same samples as the old whole-file librosa path, block by block."""
+
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from thesis_lib import audio
+from thesis_lib.audio import AudioError, decode_track, load_audio, prepare_track
+from thesis_lib.config import THESIS
+
+from conftest import tone_track, write_track
+
+HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def old_load_audio(path, sample_rate=THESIS.sample_rate, res_type=THESIS.resample_type):
+    """The whole-file decode this project used before issue 13 (the reference)."""
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y, _ = librosa.load(path, sr=sample_rate, mono=True, res_type=res_type)
+    return y.astype(np.float32, copy=False)
+
+
+def old_prepare_track(path, cfg=THESIS):
+    y = audio.peak_normalize(old_load_audio(path, cfg.sample_rate, cfg.resample_type), cfg.peak)
+    return audio.cut_clips(audio.trim_ends(y, cfg.trim_samples), cfg.clip_samples)
+
+
+def music(seconds, sr, channels, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = np.stack([0.3 * np.sin(2 * np.pi * (180 + 40 * c) * t) * (1 + 0.3 * np.sin(t)) for c in range(channels)], 1)
+    return (y + 0.05 * rng.standard_normal(y.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,sr,channels", [("stereo 44k.flac", 44_100, 2), ("mono 22k.wav", 22_050, 1),
+                                              ("native 8k.wav", 8_000, 1), ("six 48k.flac", 48_000, 6)])
+def test_streaming_equals_the_whole_file_decode(tmp_path, monkeypatch, name, sr, channels):
+    """A few minutes, in small blocks (many block boundaries): bit for bit the old clips."""
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 10_007)
+    path = write_track(tmp_path / name, music(100, sr, channels), sr)
+    old, new = old_load_audio(path), load_audio(path)
+    assert old.shape == new.shape and np.array_equal(old, new)
+    clips = prepare_track(path)
+    assert clips.shape == (8, THESIS.clip_samples) and np.array_equal(clips, old_prepare_track(path))
+
+
+def test_streaming_mp3_matches(tmp_path):
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile has no mp3")
+    path = tmp_path / "t.mp3"
+    sf.write(path, music(20, 44_100, 2), 44_100, format="MP3")
+    assert np.array_equal(load_audio(path), old_load_audio(path))
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg")
+def test_ffmpeg_format_matches_audioread_and_is_not_called_damaged(tmp_path):
+    """m4a: soundfile cannot read it; ffmpeg's 16-bit PCM, as librosa's audioread fallback gave."""
+    wav = write_track(tmp_path / "src.wav", music(12, 44_100, 2), 44_100)
+    m4a = tmp_path / "t.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), str(m4a)], check=True)
+    with decode_track(m4a) as t:
+        y = t.read()
+        assert t.notes == ["decoded by ffmpeg (a format soundfile cannot read)"]
+    ref = old_load_audio(m4a)
+    assert y.shape == ref.shape and np.allclose(y, ref, atol=1e-6)
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg")
+def test_truncated_flac_is_marked_damaged(tmp_path):
+    path = write_track(tmp_path / "t.flac", music(20, 44_100, 1), 44_100)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with decode_track(path) as t:
+        assert t.seconds < 15
+        assert any(n.startswith("decoded by ffmpeg after soundfile failed:") for n in t.notes), t.notes
+        assert any(n.startswith("truncated: its header promises 20.0 s") for n in t.notes), t.notes
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_named(tmp_path, bad):
+    y = music(3, 16_000, 2)
+    y[20_000, 1] = bad
+    path = tmp_path / "float.wav"
+    sf.write(path, y, 16_000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"samples are not finite .*first at 1\.25 s") as info:
+        load_audio(path)
+    assert "float.wav" in str(info.value) and "is it a real" not in str(info.value)
+
+
+def test_folder_and_missing_file(tmp_path):
+    with pytest.raises(AudioError, match="is a folder, not an audio file"):
+        load_audio(tmp_path)
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(tmp_path / "nope.wav")
+
+
+def test_decoded_track_keeps_only_a_file(tmp_path):
+    path = write_track(tmp_path / "t.wav", tone_track(300, 3.0, sr=16_000))
+    with decode_track(path) as t:
+        assert t.n_samples == 3 * THESIS.sample_rate and t.read(10, 20).shape == (10,)
+        assert np.isclose(t.peak, 0.5, atol=1e-2)
+    assert t._store.closed
