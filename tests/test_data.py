@@ -57,7 +57,8 @@ def test_bad_tracks_are_skipped_and_reported(tmp_path):
     assert ds.tracks_per_style() == {"a": 2, "b": 2}
     assert "gööd twö ♪.flac" in " ".join(ds.tracks)
     report = json.loads((tmp_path / "prep" / "report.json").read_text())
-    assert report["ignored"] == ["b/cover.jpg"]
+    assert report["ignored"] == [{"file": "b/cover.jpg", "reason": "not an audio file (extension '.jpg')"}]
+    assert {u["file"] for u in report["used"]} == set(ds.tracks)
 
 
 def test_one_style_folder_is_refused(tmp_path):

@@ -8,7 +8,8 @@ own function so the book can show them one at a time.
 
 from __future__ import annotations
 
-import warnings
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -31,18 +32,129 @@ class AudioError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+JUNK_NAMES = {".DS_Store": "Finder metadata (macOS), not audio",
+              "Thumbs.db": "thumbnail cache (Windows), not audio",
+              "desktop.ini": "folder settings (Windows), not audio"}
+
+
 def is_audio_file(path: Path) -> bool:
     """A visible file with one of :data:`AUDIO_EXTENSIONS` (any case)."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in AUDIO_EXTENSIONS
 
 
+def junk_reason(name: str) -> str | None:
+    """Why a file called ``name`` is not a track though it may look like one; ``None`` if it may be."""
+    if name in JUNK_NAMES:
+        return JUNK_NAMES[name]
+    if name.startswith("._"):
+        return "AppleDouble metadata (macOS resource fork), not audio"
+    if name.startswith("."):
+        return "hidden file"
+    return None
+
+
+@dataclass
+class AudioScan:
+    """What :func:`scan_audio` saw below a folder.
+
+    ``files``: the audio files (as found, below the folder), sorted;
+    ``ignored``: ``(path, reason)`` for every other entry it met (junk,
+    non-audio files, dangling links, links it did not follow, folders named
+    like audio files, a second path to a file already found).
+    """
+
+    files: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def scan_audio(folder: str | Path, root=None, seen: set | None = None) -> AudioScan:
+    """Walk ``folder`` for audio files, accounting for every entry, following links with care.
+
+    A link to a folder inside ``root`` (default ``folder``; a path or several) is not followed
+    (what it points at is walked where it is); a link leading outside is
+    followed once; a folder reached twice (a loop, or two links to one
+    place) and a file reached twice (by a link) are reported, not counted
+    again. ``seen`` (real paths) can be shared between calls so that nothing
+    is counted twice across style folders.
+    """
+    folder = Path(folder)
+    roots = [folder] if root is None else [root] if isinstance(root, (str, Path)) else list(root)
+    roots_real = [Path(os.path.realpath(r)) for r in roots]
+    seen = set() if seen is None else seen
+    scan = AudioScan()
+
+    def walk(d: Path) -> None:
+        real = Path(os.path.realpath(d))
+        if real in seen:
+            scan.ignored.append((d, "a folder already walked (a link loop or a second link to it): "
+                                    "its files are counted once"))
+            return
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            scan.ignored.append((d, f"folder cannot be read ({exc.strerror or exc})"))
+            return
+        for e in entries:
+            p = d / e.name
+            link = e.is_symlink()
+            if link:
+                try:
+                    target = Path(os.path.realpath(p, strict=True))
+                except (OSError, RuntimeError):
+                    scan.ignored.append((p, "dangling or looping link (its target does not exist)"))
+                    continue
+            else:
+                target = Path(os.path.realpath(p))
+            try:
+                is_dir, is_file = e.is_dir(), e.is_file()
+            except OSError as exc:
+                scan.ignored.append((p, f"cannot be read ({exc.strerror or exc})"))
+                continue
+            if is_dir:
+                if link and any(_inside(target, r) for r in roots_real):
+                    scan.ignored.append((p, "link to a folder inside the data folder: not followed "
+                                            "(its files are counted where they are)"))
+                    continue
+                if link and any(target in r.parents for r in roots_real):
+                    scan.ignored.append((p, "link to a folder that contains the data folder: not followed (a loop)"))
+                    continue
+                if e.name.startswith("."):
+                    scan.ignored.append((p, "hidden folder"))
+                    continue
+                if Path(e.name).suffix.lower() in AUDIO_EXTENSIONS:
+                    scan.ignored.append((p, "a folder, though named like an audio file: searched as a folder"))
+                walk(p)
+            elif not is_file:
+                scan.ignored.append((p, "not a regular file"))
+            elif junk_reason(e.name):
+                scan.ignored.append((p, junk_reason(e.name)))
+            elif Path(e.name).suffix.lower() not in AUDIO_EXTENSIONS:
+                scan.ignored.append((p, f"not an audio file (extension {Path(e.name).suffix or 'none'!r})"))
+            elif link and any(_inside(target, r) for r in roots_real):
+                scan.ignored.append((p, "link to a file inside the data folder: counted where it is, not here"))
+            elif target in seen:
+                scan.ignored.append((p, "the same file as one already counted (a link or a second path)"))
+            else:
+                seen.add(target)
+                scan.files.append(p)
+
+    walk(folder)
+    scan.files.sort()
+    return scan
+
+
 def find_audio(folder: str | Path) -> list[Path]:
     """Every audio file below ``folder`` (recursively, hidden files skipped), sorted.
 
-    The one audio discovery: preparation lists each style folder with it and
-    ``predict`` each folder it is given.
+    The one audio discovery (:func:`scan_audio`): preparation lists each
+    style folder with it and ``predict`` each folder it is given.
     """
-    return sorted(p for p in Path(folder).rglob("*") if is_audio_file(p))
+    return scan_audio(folder).files
 
 
 # ----------------------------------------------------------------------------

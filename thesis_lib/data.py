@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import AUDIO_EXTENSIONS, AudioError, find_audio, prepare_track
+from .audio import AUDIO_EXTENSIONS, AudioError, decode_track, junk_reason, scan_audio, thesis_clips
 from .config import THESIS, ThesisConfig
 
 FORMAT = "thesis_lib.prepared/1"
@@ -49,34 +49,75 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class TrackList:
-    """The audio files of a dataset folder, per style, and what was ignored."""
+    """The audio files of a dataset folder, per style, and every other entry with the reason.
+
+    ``ignored`` holds ``(path, reason)``: junk (``._x.mp3``, ``.DS_Store``),
+    files that are not audio, dangling links, links that would count tracks
+    twice, stray audio files outside any style folder, and so on.
+    """
 
     root: Path
     styles: list[str]
     tracks: dict[str, list[Path]]
-    ignored: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def find_tracks(root: str | Path) -> TrackList:
-    """List ``root/<style>/**/<audio file>``; raise :class:`DatasetError` if unusable."""
+    """List ``root/<style>/**/<audio file>``; raise :class:`DatasetError` if unusable.
+
+    A style is a real sub-folder of ``root``, or a link to a folder outside
+    it (followed once). A link to a folder inside ``root`` (``ln -s . ROOT/a``)
+    is not a style: its tracks would be counted again under a false label.
+    Loops and second paths to one folder or file are detected; nothing is
+    counted twice. Every entry that is not a track is kept in ``ignored``
+    with the reason (see :func:`thesis_lib.audio.scan_audio`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder. Point --data at a folder with one "
                            "sub-folder per style, e.g. DATA/cpop/*.mp3 and DATA/metal/*.mp3.")
-    style_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    root_real = Path(os.path.realpath(root))
+    ignored: list[tuple[Path, str]] = []
+    style_dirs: list[Path] = []
+    stray = 0
+    for p in sorted(root.iterdir(), key=lambda q: q.name):
+        link = p.is_symlink()
+        if link and not p.exists():
+            ignored.append((p, "dangling or looping link (its target does not exist)"))
+        elif p.is_dir():
+            real = Path(os.path.realpath(p))
+            if p.name.startswith((".", "_")):
+                ignored.append((p, "hidden folder (a name starting with '.' or '_' is not a style)"))
+            elif link and (real == root_real or root_real in real.parents):
+                ignored.append((p, "link to a folder inside the data folder: not a style "
+                                   "(its tracks would be counted twice, under a false label)"))
+            elif link and real in root_real.parents:
+                ignored.append((p, "link to a folder that contains the data folder: not a style (a loop)"))
+            else:
+                style_dirs.append(p)
+        elif not p.is_file():
+            ignored.append((p, "not a regular file"))
+        elif junk_reason(p.name):
+            ignored.append((p, junk_reason(p.name)))
+        elif p.suffix.lower() in AUDIO_EXTENSIONS:
+            stray += 1
+            ignored.append((p, "audio file outside any style folder: put it in ROOT/<style>/"))
+        else:
+            ignored.append((p, f"not an audio file (extension {p.suffix or 'none'!r})"))
     tracks: dict[str, list[Path]] = {}
-    ignored: list[Path] = []
+    seen: set = set()
     for d in style_dirs:
-        tracks[d.name] = find_audio(d)
-        ignored += sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")
-                          and p.suffix.lower() not in AUDIO_EXTENSIONS)
-    stray = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
+        scan = scan_audio(d, root=(root_real, Path(os.path.realpath(d))), seen=seen)
+        tracks[d.name] = scan.files
+        ignored += scan.ignored
     if len(style_dirs) < 2:
-        hint = f" ({len(stray)} audio files lie directly in it)" if stray else ""
+        hint = f" ({stray} audio files lie directly in it)" if stray else ""
+        links = sum(1 for _, r in ignored if r.startswith("link to a folder"))
+        hint += f" ({links} link(s) to folders inside it are not styles)" if links else ""
         raise DatasetError(
             f"{root}: found {len(style_dirs)} style folder(s){hint}, need at least two. "
             "Put each style's tracks in its own sub-folder: ROOT/<style>/<track>.")
-    return TrackList(root, [d.name for d in style_dirs], tracks, ignored + stray)
+    return TrackList(root, [d.name for d in style_dirs], tracks, ignored)
 
 
 def _fingerprint(tl: TrackList, cfg: ThesisConfig) -> str:
@@ -146,11 +187,22 @@ class PreparedDataset:
                    index["tracks"], track_style, report)
 
 
-def _prepare_one(args: tuple[str, ThesisConfig]) -> np.ndarray | str:
-    """Worker: clips of one track, or the reason it is unusable (never raises)."""
-    path, cfg = args
+def _prepare_one(args: tuple[str, ThesisConfig, str]) -> dict | str:
+    """Worker: write one track's clips to the file ``part``; ``{"clips", "notes"}`` or the reason it is unusable.
+
+    The track is streamed (:func:`thesis_lib.audio.decode_track`) and its
+    clips written a batch at a time, so a worker holds a bounded window
+    whatever the track's length, and only a small dict travels back to the
+    main process. Never raises.
+    """
+    path, cfg, part = args
     try:
-        return prepare_track(path, cfg)
+        with decode_track(path, cfg.sample_rate, cfg.resample_type) as track, open(part, "wb") as f:
+            n = 0
+            for batch in thesis_clips(track, cfg):
+                f.write(batch.tobytes())
+                n += len(batch)
+            return {"clips": n, "notes": list(track.notes), "seconds": round(track.seconds, 3)}
     except AudioError as exc:
         return exc.reason
     except Exception as exc:  # noqa: BLE001 - one bad track must not stop the rest
@@ -160,10 +212,8 @@ def _prepare_one(args: tuple[str, ThesisConfig]) -> np.ndarray | str:
 def _warm_decoder(cfg: ThesisConfig) -> None:
     """Import and run the decoder once in this process before the pool forks.
 
-    The first ``librosa.load`` in a fresh process pays several seconds of
-    imports (scipy.signal, numba); workers forked afterwards inherit them
-    instead of each paying again, which on a short collection was most of
-    the preparation's wall time.
+    Workers forked afterwards inherit the imports (soundfile, soxr) instead
+    of each paying for them again.
     """
     import tempfile
 
@@ -241,30 +291,44 @@ def prepare_dataset(data: str | Path, out: str | Path | None = None, cfg: Thesis
 
 def _write_prepared(tl: TrackList, key: str, cfg: ThesisConfig, tmp: Path, jobs: int, progress: bool) -> None:
     items = [(style, p) for style in tl.styles for p in tl.tracks[style]]
-    tracks, track_style, clips_per_track, skipped = [], [], [], []
+    tracks, track_style, clips_per_track, skipped, used = [], [], [], [], []
+    parts = tmp / "parts"
+    parts.mkdir()
     with open(tmp / "clips.f32", "wb") as f:
         jobs = max(1, min(jobs, len(items)))
         if jobs > 1:
             _warm_decoder(cfg)
-        results = _ordered_map(_prepare_one, [(str(p), cfg) for _, p in items], jobs)
-        for (style, p), res in tqdm(zip(items, results), total=len(items), desc="preparing tracks",
-                                    unit="track", disable=not progress):
+        work = [(str(p), cfg, str(parts / f"{i}.f32")) for i, (_, p) in enumerate(items)]
+        results = _ordered_map(_prepare_one, work, jobs)
+        for (style, p), (_, _, part), res in tqdm(zip(items, work, results), total=len(items),
+                                                  desc="preparing tracks", unit="track", disable=not progress):
             rel = str(p.relative_to(tl.root))
             if isinstance(res, str):
                 skipped.append({"file": rel, "style": style, "reason": res})
-                continue
-            f.write(np.ascontiguousarray(res, dtype=np.float32).tobytes())
-            tracks.append(rel)
-            track_style.append(tl.styles.index(style))
-            clips_per_track.append(len(res))
+            else:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 22)
+                entry = {"file": rel, "style": style, "clips": res["clips"], "seconds": res["seconds"]}
+                if res["notes"]:
+                    entry["notes"] = res["notes"]
+                used.append(entry)
+                tracks.append(rel)
+                track_style.append(tl.styles.index(style))
+                clips_per_track.append(res["clips"])
+            Path(part).unlink(missing_ok=True)
+    parts.rmdir()
     per_style = {s: {"tracks": sum(1 for t in track_style if t == i),
                      "clips": sum(c for t, c in zip(track_style, clips_per_track) if t == i)}
                  for i, s in enumerate(tl.styles)}
     empty = [s for s, v in per_style.items() if v["tracks"] == 0]
+    ignored = [{"file": _rel(p, tl.root), "reason": r} for p, r in tl.ignored]
     report = {
-        "data": str(tl.root), "styles": per_style, "skipped": skipped,
+        "data": str(tl.root), "styles": per_style, "used": used, "skipped": skipped,
+        "damaged": [{"file": u["file"], "notes": u["notes"]} for u in used if "notes" in u
+                    and any("damaged" in n or n.startswith("truncated") for n in u["notes"])],
         "empty_styles": [{"style": s, "reason": "no usable track in this style folder"} for s in empty],
-        "ignored": [str(p.relative_to(tl.root)) for p in tl.ignored],
+        "ignored": ignored,
+        "n_entries": len(used) + len(skipped) + len(ignored),
         "n_tracks": len(tracks), "n_clips": int(sum(clips_per_track)),
     }
     index = {"format": FORMAT, "key": key, "data": str(tl.root), "styles": tl.styles,
@@ -273,6 +337,13 @@ def _write_prepared(tl: TrackList, key: str, cfg: ThesisConfig, tmp: Path, jobs:
              "sample_rate": cfg.sample_rate, "config": cfg.to_dict()}
     (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     (tmp / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
 
 
 def _replace_dir(new: Path, dest: Path) -> None:
@@ -291,6 +362,11 @@ def describe_report(ds: PreparedDataset) -> str:
     lines = [f"{s}: {v['tracks']} tracks, {v['clips']} clips" for s, v in ds.report.get("styles", {}).items()]
     for item in ds.report.get("skipped", []):
         lines.append(f"skipped {item['file']}: {item['reason']}")
+    for item in ds.report.get("damaged", []):
+        lines.append(f"used, but damaged: {item['file']}: {'; '.join(item['notes'])}")
+    for item in ds.report.get("ignored", []):
+        if isinstance(item, dict) and not item.get("reason", "").startswith(("AppleDouble", "Finder", "hidden")):
+            lines.append(f"ignored {item['file']}: {item['reason']}")
     for item in ds.report.get("empty_styles", []):
         lines.append(f"style '{item['style']}' dropped: {item['reason']}")
     return "\n".join(lines)

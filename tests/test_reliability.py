@@ -1,0 +1,124 @@
+"""Issue 13: styles are real folders, the report accounts for every entry, no traceback from user files."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from thesis_lib.audio import find_audio
+from thesis_lib.config import THESIS
+from thesis_lib.data import DatasetError, find_tracks, prepare_dataset
+
+from conftest import TRACK_SECONDS, tone_track, write_track
+
+
+def _two_styles(root):
+    write_track(root / "a" / "a1.wav", tone_track(200))
+    write_track(root / "b" / "b1.flac", tone_track(900))
+    return root
+
+
+def test_link_to_the_root_is_not_a_style(tmp_path):
+    root = _two_styles(tmp_path / "music")
+    os.symlink(".", root / "c")                       # ln -s . ROOT/c
+    os.symlink(root / "a", root / "a_again")           # a second path to style a
+    tl = find_tracks(root)
+    assert tl.styles == ["a", "b"]
+    reasons = {str(p.relative_to(root)): r for p, r in tl.ignored}
+    assert "not a style" in reasons["c"] and "not a style" in reasons["a_again"]
+
+
+def test_loops_and_links_outside_are_followed_once(tmp_path):
+    root = _two_styles(tmp_path / "music")
+    outside = tmp_path / "elsewhere"
+    write_track(outside / "o1.wav", tone_track(300))
+    os.symlink(outside, root / "c")                    # a style that lives outside: followed
+    os.symlink("..", outside / "up")                   # a loop back up from the outside folder
+    os.symlink(root / "a", root / "b" / "into_a")      # a link inside a style to another style
+    os.symlink(root / "a" / "a1.wav", root / "b" / "a1_link.wav")
+    os.symlink(outside / "o1.wav", root / "a" / "o1_again.wav")   # same file as style c's
+    tl = find_tracks(root)
+    assert tl.styles == ["a", "b", "c"]
+    assert tl.tracks["a"] == [root / "a" / "a1.wav", root / "a" / "o1_again.wav"]
+    assert tl.tracks["b"] == [root / "b" / "b1.flac"]
+    assert tl.tracks["c"] == []                                     # o1.wav already counted in a
+    reasons = {str(p): r for p, r in tl.ignored}
+    assert "already counted" in reasons[str(root / "c" / "o1.wav")]
+    assert "not followed" in reasons[str(root / "b" / "into_a")]
+    assert "counted where it is" in reasons[str(root / "b" / "a1_link.wav")]
+    assert "contains the data folder" in reasons[str(root / "c" / "up")]   # the loop is not walked
+    all_tracks = [p for ps in tl.tracks.values() for p in ps]
+    assert len({os.path.realpath(p) for p in all_tracks}) == len(all_tracks)
+
+
+def test_self_link_and_link_loop_do_not_hang(tmp_path):
+    root = _two_styles(tmp_path / "music")
+    os.symlink("self", root / "a" / "self")            # a self-referencing link
+    os.symlink(root / "b", root / "b" / "loop")
+    files = find_audio(root)
+    assert sorted(p.name for p in files) == ["a1.wav", "b1.flac"]
+    tl = find_tracks(root)
+    reasons = {p.name: r for p, r in tl.ignored}
+    assert "dangling or looping" in reasons["self"] and "not followed" in reasons["loop"]
+
+
+def test_report_accounts_for_every_entry(tmp_path):
+    root = _two_styles(tmp_path / "music")
+    (root / "a" / "._a1.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(100))   # AppleDouble
+    (root / "a" / ".DS_Store").write_bytes(bytes(64))
+    (root / ".DS_Store").write_bytes(bytes(64))
+    os.symlink(root / "a" / "gone.mp3", root / "a" / "dangling.mp3")
+    os.symlink("loop.mp3", root / "b" / "loop.mp3")
+    write_track(root / "b" / "album.mp3" / "inner.wav", tone_track(700))     # a folder named like a file
+    (root / "b" / "notes.txt").write_text("liner notes")
+    write_track(root / "stray.wav", tone_track(400, 1.0))
+    (root / "a" / "broken.flac").write_bytes(b"fLaC" + bytes(300))
+    ds = prepare_dataset(root, tmp_path / "prep", progress=False, jobs=1)
+    report = json.loads((tmp_path / "prep" / "report.json").read_text())
+    used = {u["file"] for u in report["used"]}
+    skipped = {s["file"]: s["reason"] for s in report["skipped"]}
+    ignored = {i["file"]: i["reason"] for i in report["ignored"]}
+    assert used == {"a/a1.wav", "b/b1.flac", "b/album.mp3/inner.wav"} == set(ds.tracks)
+    assert set(skipped) == {"a/broken.flac"}
+    assert "AppleDouble" in ignored["a/._a1.wav"] and "Finder" in ignored["a/.DS_Store"]
+    assert "Finder" in ignored[".DS_Store"] and "outside any style" in ignored["stray.wav"]
+    assert "dangling" in ignored["a/dangling.mp3"] and "dangling or looping" in ignored["b/loop.mp3"]
+    assert "a folder" in ignored["b/album.mp3"] and "not an audio file" in ignored["b/notes.txt"]
+    seen = {str(p.relative_to(root)) for p in root.rglob("*")}
+    assert seen <= used | set(skipped) | set(ignored) | {"a", "b"}
+    assert report["n_entries"] == len(used) + len(skipped) + len(ignored)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_damaged_file_used_through_ffmpeg_is_marked(tmp_path):
+    root = _two_styles(tmp_path / "music")
+    path = write_track(root / "a" / "half.flac", tone_track(250, 2 * TRACK_SECONDS, noise=0.05))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    prepare_dataset(root, tmp_path / "prep", progress=False, jobs=1)
+    report = json.loads((tmp_path / "prep" / "report.json").read_text())
+    entry = next(u for u in report["used"] if u["file"] == "a/half.flac")
+    assert entry["notes"][0].startswith("decoded by ffmpeg after soundfile failed:")
+    assert [d["file"] for d in report["damaged"]] == ["a/half.flac"]
+
+
+def test_non_finite_wav_is_skipped_with_the_truth(tmp_path):
+    root = _two_styles(tmp_path / "music")
+    y = tone_track(300)
+    y[1000, 0] = np.nan
+    sf.write(root / "a" / "nan.wav", y, 16_000, subtype="FLOAT")
+    ds = prepare_dataset(root, tmp_path / "prep", progress=False, jobs=1)
+    reason = {s["file"]: s["reason"] for s in ds.report["skipped"]}["a/nan.wav"]
+    assert "samples are not finite" in reason and "is it a real" not in reason
+
+
+def test_only_links_inside_give_a_clear_refusal(tmp_path):
+    write_track(tmp_path / "a" / "t.wav", tone_track(200, 1.0))
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(DatasetError, match=r"found 1 style.*1 link\(s\) to folders inside it are not styles"):
+        find_tracks(tmp_path)
