@@ -20,7 +20,7 @@ from .config import CONV_LAYERS, THESIS, ThesisConfig
 
 
 class StyleNet(nn.Module):
-    """Raw-waveform CNN: ``batch x 1 x clip_samples`` in, one logit per style out.
+    """Raw-waveform CNN: ``batch x 1 x clip_samples`` in, one logit per style out (chapter 3 of the book).
 
     ``forward`` returns logits; the thesis's softmax is applied by the loss
     (cross-entropy) and by :meth:`predict_proba`. With two styles the

@@ -75,9 +75,13 @@ class BookRun:
     reused: bool = False
     extra: dict = field(default_factory=dict)
 
+    def test_indices(self, style: str) -> list[int]:
+        """Dataset indices of the test clips of ``style``, in the split's order."""
+        return [int(i) for i in self.split.test if self.dataset.styles[self.dataset.style_of[i]] == style]
+
     def test_clip(self, style: str, index: int = 0) -> np.ndarray:
         """The ``index``-th test clip of ``style`` (wraps around), as float32 samples."""
-        clips = [i for i in self.split.test if self.dataset.styles[self.dataset.style_of[i]] == style]
+        clips = self.test_indices(style)
         if not clips:
             raise ValueError(f"no test clip of style {style!r}; styles are {self.styles}")
         return np.array(self.dataset.clips[clips[index % len(clips)]], dtype=np.float32)  # a writable copy

@@ -116,7 +116,7 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
                    bounds: tuple[float | None, float | None] | None = None,
                    device: torch.device | str = "cpu", progress: bool = True,
                    desc: str = "L-BFGS-B", threads: int | None = DREAM.cpu_threads) -> LbfgsOutcome:
-    """scipy's L-BFGS-B on a torch loss, as the thesis did with Theano.
+    """scipy's L-BFGS-B on a torch loss, as the thesis did with Theano (chapter 6 of the book).
 
     scipy works in float64 numpy, the net in float32 torch; each evaluation
     converts ``x`` in, runs forward and backward, and hands loss and gradient

@@ -109,7 +109,7 @@ def _full_length_only(layer: str) -> bool:
 
 
 def layer_objective(model: StyleNet, layer: str, channel: int | None = None) -> Objective:
-    """The thesis's ``O = ½ Σ y²`` over the output ``y`` of ``layer`` (optionally one channel)."""
+    """The thesis's ``O = ½ Σ y²`` over the output ``y`` of ``layer`` (optionally one channel); chapter 6 of the book."""
     _check_layer(model, layer)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
