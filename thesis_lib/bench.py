@@ -158,6 +158,9 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
         opt.step()
         synchronize(dev)
         step_times.append(time.perf_counter() - t0)
+    # A live loss keeps its autograd graph, whose gradient accumulators belong to the default
+    # stream; a CUDA graph captured while they live fails (seen on an H100). Drop it first.
+    del loss
     resident = None
     if dev.type == "cuda" and resolve_impl(impl, dev) == "fast":   # what train runs on one GPU
         resident = ResidentTrainer(model, opt, clips, labels, batch, dev, precision=precision or "fp32")

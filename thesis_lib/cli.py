@@ -131,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     # The wings register their own subcommands; their modules import no torch at this point.
     from .book.build import add_parser as add_book_parser
     from .dream.cli import add_parsers as add_dream_parsers
+    from .free_music import add_parser as add_free_music_parser
 
     add_dream_parsers(sub)          # dream, transform, style-transfer, dream-report
     add_book_parser(sub)            # book
+    add_free_music_parser(sub)      # free-music: a free real-music collection from Debian packages
     return parser
 
 

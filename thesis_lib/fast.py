@@ -353,7 +353,8 @@ class ResidentTrainer:
     ``compile`` and ``graph`` default to on for CUDA and off elsewhere (the tests run this class
     on CPUs too: same arithmetic, no compiler, no graphs). Capturing needs a few warm-up steps;
     they run on copies of the weights and optimiser state, which are then restored, so the
-    training trajectory is the one the reference path would take.
+    training trajectory is the one the reference path would take. No autograd graph of the
+    model may be alive when the first epoch starts (drop any earlier loss): capture fails otherwise.
     """
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, clips, labels, batch_size: int,
