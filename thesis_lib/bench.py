@@ -149,7 +149,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     net = training_module(model, impl, dev)
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
-    step_times = []
+    step_times, loss = [], None
     for _ in range(warmup):                         # warm-up: allocator, kernels, caches
         t0 = time.perf_counter()
         loss = F.cross_entropy(net(x0), y0)
