@@ -107,3 +107,29 @@ def test_decoded_track_keeps_only_a_file(tmp_path):
         assert t.n_samples == 3 * THESIS.sample_rate and t.read(10, 20).shape == (10,)
         assert np.isclose(t.peak, 0.5, atol=1e-2)
     assert t._store.closed
+
+
+@pytest.mark.parametrize("seconds,trim", [(100, "auto"), (40, "auto"), (3, "auto"), (100, "none")])
+def test_predict_streams_the_same_verdict(tmp_path, seconds, trim):
+    import torch
+
+    from thesis_lib.model import StyleNet
+    from thesis_lib.predict import classify_track, clip_probabilities, track_clips
+
+    torch.manual_seed(0)
+    model = StyleNet(2).eval()
+    path = write_track(tmp_path / "t.flac", music(seconds, 44_100, 2), 44_100)
+    v = classify_track(model, ["x", "y"], path, trim=trim, batch_size=3)
+    clips, trimmed, padded = track_clips(old_load_audio(path), THESIS, trim)
+    ref = clip_probabilities(model, clips, 3).mean(0)
+    assert (v.n_clips, v.trimmed, v.padded) == (len(clips), trimmed, padded)
+    assert np.allclose(list(v.probabilities.values()), ref, atol=1e-6)
+
+
+def test_dream_clip_is_the_old_clip(tmp_path):
+    from thesis_lib.dream.layers import load_clip
+
+    path = write_track(tmp_path / "t.wav", music(12, 22_050, 2), 22_050)
+    y = audio.peak_normalize(old_load_audio(path))
+    for offset, start in ((None, (y.size - THESIS.clip_samples) // 2), (2.0, 2 * THESIS.sample_rate)):
+        assert np.array_equal(load_clip(path, offset), y[start:start + THESIS.clip_samples])

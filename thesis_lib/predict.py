@@ -31,7 +31,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .audio import AudioError, find_audio, cut_clips, load_audio, peak_normalize, trim_ends
+from .audio import (AudioError, cut_clips, decode_track, find_audio, normalise_scale, peak_normalize,
+                    trim_ends)
 from .config import THESIS, ThesisConfig
 from .runtime import synchronize
 
@@ -50,6 +51,7 @@ class TrackVerdict:
     trimmed: bool = False
     padded: bool = False
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = {"file": self.file}
@@ -58,6 +60,8 @@ class TrackVerdict:
             return d
         d.update(style=self.style, probabilities=self.probabilities, n_clips=self.n_clips,
                  seconds=round(self.seconds, 3), trimmed=self.trimmed, padded=self.padded)
+        if self.notes:
+            d["notes"] = self.notes
         return d
 
 
@@ -164,18 +168,42 @@ def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
 def classify_track(model: torch.nn.Module, styles: list[str], path: str | Path, cfg: ThesisConfig = THESIS,
                    trim: str = "auto", batch_size: int = THESIS.test_batch_size,
                    device: torch.device | str = "cpu") -> TrackVerdict:
-    """Whole-track verdict for one file; problems come back in ``error``, never raised."""
+    """Whole-track verdict for one file; problems come back in ``error``, never raised.
+
+    The track is streamed (:func:`thesis_lib.audio.decode_track`) and its clips
+    scored ``batch_size`` at a time, so memory does not grow with its length;
+    the clips and the verdict are those of :func:`track_clips` on the whole
+    decoded signal.
+    """
+    if trim not in TRIM_MODES:
+        raise ValueError(f"trim must be one of {TRIM_MODES}, not {trim!r}")
     try:
-        y = load_audio(path, cfg.sample_rate, cfg.resample_type)
-        clips, trimmed, padded = track_clips(y, cfg, trim)
+        with decode_track(path, cfg.sample_rate, cfg.resample_type) as track:
+            scale = normalise_scale(track, cfg.peak)
+            n = track.n_samples
+            trimmed = trim == "thesis" or (trim == "auto" and n >= cfg.min_track_samples)
+            lo, hi = (cfg.trim_samples, n - cfg.trim_samples) if trimmed else (0, n)
+            body = max(0, hi - lo) if n > 2 * cfg.trim_samples or not trimmed else 0
+            if body < cfg.clip_samples:
+                if trim == "thesis":
+                    raise AudioError(path, f"too short to drop {cfg.trim_seconds:g} s at each end and keep one "
+                                           f"{cfg.clip_seconds:g}-second clip ({track.seconds:.1f} s)")
+                clip = np.zeros((1, cfg.clip_samples), np.float32)
+                clip[0, :body] = (track.read(lo, lo + body) * scale).astype(np.float32, copy=False)
+                probs = clip_probabilities(model, clip, batch_size, device)
+                padded = True
+            else:
+                probs = np.concatenate([clip_probabilities(model, batch, batch_size, device) for batch in
+                                        track.clips(lo, body // cfg.clip_samples, cfg.clip_samples, scale,
+                                                    batch_size)])
+                padded = False
+            seconds, notes = track.seconds, list(track.notes)
     except AudioError as exc:
         return TrackVerdict(str(path), error=exc.reason)
-    except ValueError as exc:
-        return TrackVerdict(str(path), error=str(exc))
-    probs = clip_probabilities(model, clips, batch_size, device).mean(0)
-    return TrackVerdict(str(path), styles[int(np.argmax(probs))],
-                        {s: float(p) for s, p in zip(styles, probs)}, len(clips),
-                        y.size / cfg.sample_rate, trimmed, padded)
+    mean = probs.mean(0)
+    return TrackVerdict(str(path), styles[int(np.argmax(mean))],
+                        {s: float(p) for s, p in zip(styles, mean)}, len(probs),
+                        seconds, trimmed, padded, notes=notes)
 
 
 def classify(model: torch.nn.Module, styles: list[str], inputs: Iterable[str | Path], cfg: ThesisConfig = THESIS,
@@ -195,6 +223,7 @@ def format_verdict(v: TrackVerdict) -> str:
         notes.append("ends kept")
     if v.padded:
         notes.append("padded to one clip")
+    notes += v.notes
     return f"{v.file}: {v.style}  ({probs}; {', '.join(notes)})"
 
 

@@ -29,7 +29,7 @@ import torch
 from scipy.signal import resample
 from tqdm.auto import tqdm
 
-from ..audio import AudioError, load_audio, peak_normalize
+from ..audio import AudioError, decode_track, normalise_scale
 from ..config import CONV_LAYERS, SILENCE, THESIS, ThesisConfig
 from ..model import StyleNet, filter_responses
 from ..runtime import device_of
@@ -47,29 +47,30 @@ from .base import (LbfgsOutcome, check_clip, cpu_threads, finish_audio, freeze,
 def load_clip(path: str | Path, offset: float | None = None, cfg: ThesisConfig = THESIS) -> np.ndarray:
     """One clip of ``cfg.clip_samples`` from an audio file, peak-normalised as the thesis's tracks.
 
-    The whole file is loaded at 8 kHz and normalised to peak 0.9 (thesis 4.1);
+    The file is decoded at 8 kHz (streamed) and normalised to peak 0.9 on the whole track (thesis 4.1);
     ``offset`` (seconds) picks the clip's start, otherwise the clip in the
     middle of the file is taken, which skips intros the way the thesis's 30-s
     trim does. A file shorter than one clip is an error, not silently padded.
     """
-    y = load_audio(path, cfg.sample_rate, cfg.resample_type)
     n = cfg.clip_samples
-    if y.size < n:
-        raise AudioError(path, f"too short for dreaming: {y.size / cfg.sample_rate:.2f} s, but one clip is "
-                               f"{cfg.clip_seconds:g} s ({n} samples at {cfg.sample_rate} Hz)")
-    try:
-        y = peak_normalize(y, cfg.peak)
-    except ValueError as exc:
-        raise AudioError(path, f"silent ({exc})") from None
-    if offset is None:
-        start = (y.size - n) // 2
-    else:
-        start = int(round(offset * cfg.sample_rate))
-        if start < 0 or start + n > y.size:
-            raise AudioError(path, f"--offset {offset:g} s leaves no full {cfg.clip_seconds:g}-s clip in a "
-                                   f"{y.size / cfg.sample_rate:.2f}-s file (largest offset "
-                                   f"{(y.size - n) / cfg.sample_rate:.2f} s)")
-    clip = y[start:start + n]
+    with decode_track(path, cfg.sample_rate, cfg.resample_type) as track:   # streamed: any length
+        size = track.n_samples
+        if size < n:
+            raise AudioError(path, f"too short for dreaming: {size / cfg.sample_rate:.2f} s, but one clip is "
+                                   f"{cfg.clip_seconds:g} s ({n} samples at {cfg.sample_rate} Hz)")
+        try:
+            scale = normalise_scale(track, cfg.peak)
+        except AudioError as exc:
+            raise AudioError(path, exc.reason.replace("silent track (", "silent (", 1)) from None
+        if offset is None:
+            start = (size - n) // 2
+        else:
+            start = int(round(offset * cfg.sample_rate))
+            if start < 0 or start + n > size:
+                raise AudioError(path, f"--offset {offset:g} s leaves no full {cfg.clip_seconds:g}-s clip in a "
+                                       f"{size / cfg.sample_rate:.2f}-s file (largest offset "
+                                       f"{(size - n) / cfg.sample_rate:.2f} s)")
+        clip = (track.read(start, start + n) * scale).astype(np.float32, copy=False)
     if np.sqrt(np.mean(clip.astype(np.float64) ** 2)) < SILENCE:
         raise AudioError(path, f"the clip at {start / cfg.sample_rate:.2f} s is silent; choose another --offset")
     return clip.astype(np.float32)
