@@ -109,3 +109,55 @@ def test_failed_preparation_cleans_up(toy_data, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         prepare_dataset(toy_data, tmp_path / "prep", jobs=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+LONG_PROBE = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np, torch
+    from thesis_lib.config import THESIS
+    from thesis_lib.data import _prepare_one, _warm_decoder
+    from thesis_lib.model import StyleNet
+    from thesis_lib.predict import classify_track
+    def rss():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    model = StyleNet(2).eval()
+    _warm_decoder(THESIS)
+    classify_track(model, ["a", "b"], sys.argv[3])           # imports and first-call costs, a short file
+    from thesis_lib.predict import clip_probabilities       # and the net's activations for one full batch
+    clip_probabilities(model, np.zeros((THESIS.test_batch_size, THESIS.clip_samples), np.float32))
+    base = rss()
+    res = _prepare_one((sys.argv[1], THESIS, sys.argv[2]))
+    after_prepare = rss()
+    verdict = classify_track(model, ["a", "b"], sys.argv[1])
+    print(json.dumps({"prepare": res, "n_clips": verdict.n_clips, "error": verdict.error,
+                      "prepare_growth": after_prepare - base, "predict_growth": rss() - after_prepare,
+                      "total_growth": rss() - base}))
+""")
+
+
+def test_a_long_track_is_decoded_in_bounded_memory(tmp_path):
+    """A 6-minute stereo 44.1 kHz mix: preparing and classifying it hold a window, not the track.
+
+    The old whole-file decode held the track as float32 in both channels (127 MB here) before
+    resampling, so its peak grew by at least that much; the streaming decode holds a few blocks
+    and one batch of clips. The bound is a quarter of the whole decoded track.
+    """
+    sr, minutes = 44_100, 6
+    path = tmp_path / "mix.wav"
+    rng = np.random.default_rng(0)
+    import soundfile as sf
+    with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16") as f:
+        for lo in range(0, minutes * 60 * sr, 10 * sr):
+            t = np.arange(lo, lo + 10 * sr) / sr
+            f.write(np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1)
+                    + 0.02 * rng.standard_normal((t.size, 2)))
+    short = write_track(tmp_path / "short.wav", tone_track(300, 10.0, sr=sr), sr)
+    whole_track_bytes = minutes * 60 * sr * 2 * 4
+    proc = subprocess.run([sys.executable, "-c", LONG_PROBE, str(path), str(tmp_path / "part.f32"), str(short)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    n_clips = (minutes * 60 * SR - 2 * THESIS.trim_samples) // THESIS.clip_samples
+    assert r["prepare"]["clips"] == r["n_clips"] == n_clips and r["error"] is None
+    assert (tmp_path / "part.f32").stat().st_size == n_clips * THESIS.clip_samples * 4
+    assert r["total_growth"] < whole_track_bytes / 4, r
