@@ -33,7 +33,7 @@ def test_torchrun_two_cpu_processes_train_and_checkpoint_loads(toy_data, tmp_pat
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "thesis_lib", "train", "--data", str(toy_data), "--out", str(out), "--epochs", "6",
            "--batch-size", "4", "--train-per-style", "6", "--test-per-style", "2", "--split", "clip",
-           "--device", "cpu", "--quiet"]
+           "--device", "cpu", "--quiet", "--model", "thesis", "--recipe", "thesis"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("model: ") == 1                     # only rank 0 reports

@@ -31,7 +31,8 @@ def test_lbfgs_dream_raises_every_conv_layers_objective(net):
     clip = clip_of(ds, "low")
     results = dream_layers(model, clip, ("conv1", "conv2", "conv3"), "lbfgs", FEW, progress=False)
     for layer, r in results.items():
-        assert r.objective_after > 1.5 * r.objective_before, layer
+        # the objective is scaled to 1 at the clip, so the steps are gradual: a few iterations gain tens of %
+        assert r.objective_after > 1.2 * r.objective_before, layer
         assert r.objective_written > r.objective_before, layer   # still higher after the peak-0.9 scaling
         assert audio_problems(r.audio) == [], layer
         assert r.audio.dtype == np.float32 and np.max(np.abs(r.raw)) <= DREAM.bound + 1e-6
@@ -243,3 +244,74 @@ def test_dream_report_quick(net, tmp_path):
     assert report["steering"]["clips"] == 1
     assert (tmp_path / "report.md").read_text() == markdown(report)
     assert len(list(tmp_path.glob("*.wav"))) == len(report["rows"]) + 2
+
+
+# ----------------------------------------------------------------------------
+# Why L-BFGS-B stopped early, and the scale-free dream (chapter 6, issue 11)
+# ----------------------------------------------------------------------------
+
+def test_scaled_loss_keeps_the_minimiser_and_reports_the_stop():
+    target = torch.tensor([0.5, 2.0, -3.0])
+    big = minimize_lbfgs(lambda x: 1e6 * ((x - target) ** 2).sum() + 1e6, np.zeros(3), 30, (-1.0, 1.0),
+                         progress=False, scale=True, pgtol=1e-12)
+    assert np.allclose(big.x, [0.5, 1.0, -1.0], atol=1e-4)
+    assert big.loss > 1e6 and big.history[0] > 1e6          # reported in the loss's own units
+    assert "CONVERG" in big.message.upper() and big.iterations < 30
+
+
+def test_stop_reasons_in_words():
+    from thesis_lib.dream import stop_reason
+
+    assert stop_reason("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT") == "iteration limit"
+    assert stop_reason("CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL").startswith("converged")
+    assert stop_reason("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH").startswith("converged")
+    assert stop_reason("ABNORMAL_TERMINATION_IN_LNSRCH").startswith("line search failed")
+
+
+def test_bounded_dream_uses_its_iterations(net):
+    """Unscaled, the raw gradient (values in the millions) threw every sample onto the box within a few
+    iterations, so 10 and 50 iterations gave one and the same corner; scaled, more iterations go further."""
+    model, _, ds = net
+    clip = clip_of(ds, "low")
+    few = dream(model, clip, "conv2", iterations=2, progress=False)
+    more = dream(model, clip, "conv2", iterations=8, progress=False)
+    assert few.stop == "iteration limit" and few.iterations == 2
+    assert more.iterations > few.iterations and more.objective_after > few.objective_after
+    assert not np.array_equal(few.audio, more.audio)
+    assert more.summary()["stop"] == more.stop and more.evaluations >= more.iterations
+
+
+def test_normalised_dream_is_scale_free_and_moves_with_iterations(net):
+    from thesis_lib.dream.measures import correlation
+
+    model, _, ds = net
+    clip = clip_of(ds, "low")
+    cfg = replace(DREAM, bound=None, normalise=True)
+    one = dream(model, clip, "conv3", iterations=1, cfg=cfg, progress=False)
+    many = dream(model, clip, "conv3", iterations=FEW * 2, cfg=cfg, progress=False)
+    energy = np.linalg.norm(clip.astype(np.float64))
+    for r in (one, many):
+        assert np.isclose(np.linalg.norm(r.raw.astype(np.float64)), energy, rtol=1e-4)   # the clip's energy
+        assert audio_problems(r.audio) == []
+    assert many.iterations > one.iterations and many.objective_after > one.objective_after
+    assert correlation(many.audio, clip) < correlation(one.audio, clip)   # further from the clip
+    assert "normalised" in many.method
+    with pytest.raises(DreamError, match="bound=None"):
+        dream(model, clip, "conv3", iterations=1, cfg=replace(DREAM, normalise=True), progress=False)
+
+
+def test_thesis_observations_criteria():
+    from thesis_lib.dream.measures import correlation
+    from thesis_lib.dream.report import CRITERIA, THESIS_HEARD, thesis_observations
+
+    heard = {"conv1": {"corr": 0.05, "envelope_corr": -0.1, "centroid_hz": 3000.0},
+             "conv2": {"corr": 0.2, "envelope_corr": -0.6, "centroid_hz": 1500.0},
+             "conv3": {"corr": 0.6, "envelope_corr": 0.8, "centroid_hz": 400.0}}
+    assert thesis_observations(heard, 600.0) == {"conv1": True, "conv2": True, "conv3": True}
+    opposite = {"conv1": {"corr": 0.9, "envelope_corr": 0.9, "centroid_hz": 900.0},
+                "conv2": {"corr": 0.1, "envelope_corr": 0.3, "centroid_hz": 900.0},
+                "conv3": {"corr": 0.05, "envelope_corr": 0.8, "centroid_hz": 900.0}}
+    assert thesis_observations(opposite, 600.0) == {"conv1": False, "conv2": False, "conv3": False}
+    assert set(CRITERIA) == set(THESIS_HEARD) == {"conv1", "conv2", "conv3"}
+    a = chord()
+    assert correlation(a, a) > 0.999 and correlation(a, -a) < -0.999 and correlation(a, np.zeros_like(a)) == 0.0

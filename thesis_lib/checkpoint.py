@@ -74,16 +74,46 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[StyleNet, list[str], dict]:
-    """Rebuild the trained net from ``path``: ``(model in eval mode, style names, checkpoint)``."""
+def build_from_checkpoint(ckpt: dict[str, Any], cfg: ThesisConfig) -> torch.nn.Module:
+    """An untrained model of the checkpoint's architecture: StyleNet, MelNet or LogMelBaseline."""
+    arch = ckpt.get("architecture") or {}
+    n = len(ckpt["styles"])
+    name = arch.get("name", "StyleNet")
+    if name == "MelNet":
+        from .mel import MelNet
+
+        return MelNet(n, cfg, channels=tuple(arch["channels"]), dropout=arch.get("dropout", 0.0),
+                      n_mels=arch.get("n_mels", 64), input_stats=arch.get("input_stats", False),
+                      spec_augment=arch.get("spec_augment", False))
+    if name == "LogMelBaseline":
+        from .baseline import LogMelBaseline
+
+        return LogMelBaseline(n, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0))
+    if name != "StyleNet":
+        raise CheckpointError(f"unknown architecture {name!r}; this version knows StyleNet, MelNet, LogMelBaseline")
+    return StyleNet(n, cfg)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               require: str | None = None) -> tuple[torch.nn.Module, list[str], dict]:
+    """Rebuild the trained net from ``path``: ``(model in eval mode, style names, checkpoint)``.
+
+    Any model ``train --model`` writes loads (the thesis's StyleNet, the log-mel
+    MelNet, the log-mel baseline). ``require="StyleNet"`` refuses the others
+    with a clear message (dreaming needs the thesis net).
+    """
     ckpt = read_checkpoint(path)
     cfg = ThesisConfig.from_dict(ckpt["config"])
-    model = StyleNet(len(ckpt["styles"]), cfg)
+    model = build_from_checkpoint(ckpt, cfg)
+    name = type(model).__name__
+    if require is not None and name != require:
+        raise CheckpointError(f"{path}: a {name} (train --model {'mel' if name == 'MelNet' else 'baseline'}); "
+                              f"this needs a {require}: train with --model thesis")
     if ckpt.get("architecture") != model.architecture():
         raise CheckpointError(f"{path}: architecture {ckpt.get('architecture')} does not match "
-                              f"this version's StyleNet {model.architecture()}")
+                              f"this version's {name} {model.architecture()}")
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit StyleNet: {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(f"{path}: weights do not fit {name}: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), list(ckpt["styles"]), ckpt

@@ -19,16 +19,33 @@ import json
 import sys
 from pathlib import Path
 
-from .config import THESIS, TRAIN_DEFAULTS
+from .config import MODELS, THESIS, TRAIN_DEFAULTS
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=list(MODELS), default=TRAIN_DEFAULTS.model,
+                   help=f"which classifier (default {TRAIN_DEFAULTS.model}): mel (log-mel front end, small CNN, "
+                        "global pooling), thesis (the thesis's raw-waveform net; the one dreaming needs) or "
+                        "baseline (log-mel mean/std per band + logistic regression)")
+    p.add_argument("--recipe", choices=["robust", "thesis"], default=TRAIN_DEFAULTS.recipe,
+                   help="robust (default): fresh random windows, augmentation, dropout, weight decay, epoch "
+                        "chosen on a validation split by track; thesis: the thesis's loop (same clips every "
+                        "epoch, fixed epochs; thesis net only)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
-    lr = THESIS.learning_rate if thesis else TRAIN_DEFAULTS.learning_rate
-    bs = THESIS.batch_size if thesis else TRAIN_DEFAULTS.batch_size
-    ep = THESIS.epochs if thesis else TRAIN_DEFAULTS.epochs
-    p.add_argument("--epochs", type=int, default=ep, help=f"training epochs (default {ep})")
-    p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
-    p.add_argument("--batch-size", type=int, default=bs, help=f"training batch size (default {bs})")
+    if thesis:
+        lr, bs, ep = THESIS.learning_rate, THESIS.batch_size, THESIS.epochs
+        p.add_argument("--epochs", type=int, default=ep, help=f"training epochs (default {ep})")
+        p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+        p.add_argument("--batch-size", type=int, default=bs, help=f"training batch size (default {bs})")
+    else:   # defaults depend on --model and --recipe: TrainSettings.recommended / TrainSettings()
+        p.add_argument("--epochs", type=int, default=None,
+                       help=f"training epochs (default {TRAIN_DEFAULTS.epochs})")
+        p.add_argument("--lr", type=float, default=None,
+                       help=f"learning rate (default {TRAIN_DEFAULTS.learning_rate}; see TrainSettings.recommended)")
+        p.add_argument("--batch-size", type=int, default=None,
+                       help=f"training batch size (default {TRAIN_DEFAULTS.batch_size})")
     p.add_argument("--train-per-style", type=int, default=THESIS.train_per_style,
                    help=f"training clips per style (default {THESIS.train_per_style})")
     p.add_argument("--test-per-style", type=int, default=THESIS.test_per_style,
@@ -65,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="prepare again even if OUT is up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("train", help="train the thesis net on your own music",
+    p = sub.add_parser("train", help="train a style classifier on your own music",
                        description="Train and evaluate the style classifier on DATA (a folder "
                                    "DATA/<style>/<tracks>, or a folder written by `prepare`). Writes "
                                    "OUT/model.pt, OUT/metrics.json and OUT/checkpoint.pt (after every "
@@ -78,7 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run in DIR from its last complete epoch")
     p.add_argument("--cache", type=Path, default=None,
                    help="where prepared clips are cached (default $THESIS_LIB_CACHE or ~/.cache/thesis_lib)")
+    _add_model_options(p)
     _add_train_options(p, thesis=False)
+
+    p = sub.add_parser("crossval", help="K-fold cross-validation by track: mean and spread of the accuracy",
+                       description="Split DATA's tracks into K folds (grouped by track, stratified by style), "
+                                   "train on K-1 folds and test on the held-out one, K times. Writes "
+                                   "OUT/crossval.json: each fold's clip and track accuracy and test tracks, the "
+                                   "means and standard deviations, the confusion matrix summed over folds.")
+    p.set_defaults(handler=_cmd_crossval)
+    p.add_argument("--data", required=True, type=Path, help="audio folder (DATA/<style>/...) or prepared folder")
+    p.add_argument("--out", required=True, type=Path, help="folder for crossval.json")
+    p.add_argument("--folds", type=int, default=4, help="number of folds K (default 4)")
+    p.add_argument("--cache", type=Path, default=None, help="where prepared clips are cached")
+    _add_model_options(p)
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {TRAIN_DEFAULTS.epochs})")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: as train)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: as train)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the weights and the shuffles")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--impl", choices=["auto", "fast", "reference"], default="auto",
+                   help="thesis-net convolution implementation (as train)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="as train")
+    p.add_argument("--quiet", action="store_true", help="only one line per fold")
 
     p = sub.add_parser("reproduce", help="the thesis's first experiment on the built-in data",
                        description="Compose the built-in synthetic c-pop and metal tracks, prepare them as "
@@ -204,13 +243,64 @@ def _cmd_train(a) -> int:
                 sp = split_dataset(ds, a.train_per_style, a.test_per_style, a.split, a.seed)
                 for note in sp.notes:
                     print("note:", note)
-            settings = TrainSettings(learning_rate=a.lr, batch_size=a.batch_size, epochs=a.epochs,
-                                     seed=a.seed, device=a.device, impl=a.impl, precision=a.precision)
-            result = train(ds, sp, settings, a.out, progress=not a.quiet)
+                for w in _few_test_tracks(ds, sp):
+                    print("warning:", w)
+            settings = _settings_from_args(a)
+            if info.enabled and settings.recipe != "thesis":
+                raise ValueError("training under torchrun supports --model thesis --recipe thesis only")
+            if settings.recipe == "thesis":
+                result = train(ds, sp, settings, a.out, progress=not a.quiet)
+            else:
+                from .robust import train_robust
+                result = train_robust(ds, sp, settings, a.out, progress=not a.quiet)
     if result.out is None:   # a non-zero rank under torchrun: rank 0 writes and reports
         return 0
     print(summary(result.metrics))
     print(f"model: {result.out / 'model.pt'}  metrics: {result.out / 'metrics.json'}")
+    return 0
+
+
+def _settings_from_args(a):
+    """TrainSettings for ``train``/``crossval``: the recipe's defaults, then what the command line set."""
+    from .config import TrainSettings
+
+    if a.recipe == "thesis":
+        if a.model != "thesis":
+            raise ValueError(f"--recipe thesis trains the thesis net only (got --model {a.model}); "
+                             "use --recipe robust")
+        base = TrainSettings()
+    else:
+        base = TrainSettings.recommended(a.model)
+    changes = {k: v for k, v in (("learning_rate", a.lr), ("batch_size", a.batch_size), ("epochs", a.epochs))
+               if v is not None}
+    from dataclasses import replace
+
+    return replace(base, seed=a.seed, device=a.device, impl=a.impl, precision=a.precision, **changes)
+
+
+def _few_test_tracks(ds, sp) -> list[str]:
+    import numpy as np
+
+    from .crossval import few_test_tracks
+
+    tracks = np.unique(ds.track_of[sp.test])
+    remap = {ds.styles.index(s): i for i, s in enumerate(sp.styles)}
+    return few_test_tracks(sp.styles, np.array([remap[int(ds.track_style[t])] for t in tracks]))
+
+
+def _cmd_crossval(a) -> int:
+    from .crossval import crossval
+
+    ds = _dataset_for(a.data, a.cache, not a.quiet)
+    settings = _settings_from_args(a)
+    print(f"cross-validating model {settings.model} ({settings.recipe} recipe) with {a.folds} folds on "
+          f"{len(ds.tracks)} tracks", flush=True)
+    log = (lambda m: print(m, flush=True) if m.startswith(("fold", "warning")) else None) if a.quiet else \
+        (lambda m: print(m, flush=True))
+    rep = crossval(ds, settings, a.folds, a.out, progress=not a.quiet, log=log)
+    print(f"clip accuracy  {rep['clip_accuracy_mean']:.3f} ± {rep['clip_accuracy_std']:.3f}\n"
+          f"track accuracy {rep['track_accuracy_mean']:.3f} ± {rep['track_accuracy_std']:.3f}\n"
+          f"{rep['seconds_per_fold']:.0f} s per fold; {a.out / 'crossval.json'}")
     return 0
 
 

@@ -163,6 +163,38 @@ class TrainSettings:
     #: ``fp32`` (default) or ``bf16``: autocast to bfloat16 in the CUDA fast path (about 1.4x
     #: faster on an H100, chapter 8); ignored elsewhere.
     precision: str = "fp32"
+    #: Which network: ``thesis`` (the thesis's raw-waveform :class:`~thesis_lib.model.StyleNet`, the
+    #: one the dreaming chapters need), ``mel`` (:class:`~thesis_lib.mel.MelNet`: log-mel front end,
+    #: small CNN, global pooling) or ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`).
+    model: str = "thesis"
+    #: ``thesis``: the thesis's loop (the same consecutive clips every epoch, a fixed number of
+    #: epochs). ``robust`` (:mod:`thesis_lib.robust`): fresh random windows from the training tracks
+    #: every epoch, style-keeping augmentation, weight decay and dropout, a one-cycle schedule and
+    #: the epoch chosen on a validation split by track.
+    recipe: str = "thesis"
+    optimizer: str = "sgd"           #: ``sgd`` (Nesterov, thesis) or ``adamw``; robust recipe only
+    weight_decay: float = 0.0        #: robust recipe only
+    dropout: float = 0.0             #: before the classifier; robust recipe only
+    augment: bool = False            #: gain, polarity, mixing within a style; robust recipe only
+    val_fraction: float = 0.0        #: of each style's training tracks, for choosing the epoch; robust only
+
+    @classmethod
+    def recommended(cls, model: str = "mel", **overrides) -> "TrainSettings":
+        """``train``'s defaults: the robust recipe (see :mod:`thesis_lib.robust`) for ``model``.
+
+        Cross-validated on real recordings in the README ("Real music"). Standard
+        values, not tuned to one collection: AdamW at 0.001 for the log-mel CNN,
+        SGD with Nesterov momentum at the thesis net's usual small-collection
+        step for the thesis net, batch 32, 20 epochs, dropout 0.5, a fifth of
+        the training tracks for choosing the epoch.
+        """
+        base = dict(model=model, recipe="robust", batch_size=32, epochs=20, dropout=0.5, augment=True,
+                    val_fraction=0.2)
+        if model == "thesis":
+            base.update(optimizer="sgd", learning_rate=0.001, weight_decay=5e-4)
+        else:
+            base.update(optimizer="adamw", learning_rate=0.001, weight_decay=1e-4)
+        return cls(**{**base, **overrides})
 
     @classmethod
     def thesis(cls, cfg: ThesisConfig = THESIS, **overrides) -> "TrainSettings":
@@ -177,8 +209,11 @@ class TrainSettings:
                          momentum=self.momentum, test_batch_size=self.test_batch_size)
 
 
-TRAIN_DEFAULTS = TrainSettings()
-"""The defaults of ``python -m thesis_lib train``."""
+TRAIN_DEFAULTS = TrainSettings.recommended()
+"""The defaults of ``python -m thesis_lib train`` (the robust recipe with the log-mel CNN)."""
+
+MODELS = ("mel", "thesis", "baseline")
+"""What ``train --model`` and ``crossval --model`` accept; ``thesis`` is the thesis's network."""
 
 
 # Thesis chapter 5, Table 1: training loss and seconds per epoch on a GTX TITAN X.
@@ -198,7 +233,7 @@ THESIS_CITATION = (
 )
 
 __all__ = [
-    "ConvSpec", "ThesisConfig", "THESIS", "CONV_LAYERS", "SILENCE", "TrainSettings", "TRAIN_DEFAULTS",
+    "ConvSpec", "ThesisConfig", "THESIS", "CONV_LAYERS", "SILENCE", "TrainSettings", "TRAIN_DEFAULTS", "MODELS",
     "THESIS_TABLE1", "THESIS_TEST_ACCURACY", "THESIS_SECONDS_PER_EPOCH",
     "THESIS_EXP_TIMING", "THESIS_CITATION",
 ]

@@ -31,7 +31,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
                  "AudioStyleConfig", "AUDIO_STYLE"),
     "base": ("check_clip", "finish_audio", "freeze", "LbfgsOutcome", "cpu_threads", "minimize_lbfgs"),
     "layers": ("load_clip", "Objective", "layer_objective", "guide_objective", "objective_value",
-               "DreamResult", "maximize_lbfgs", "maximize_ascent", "dream", "guided_dream", "dream_layers",
+               "DreamResult", "maximize_lbfgs", "maximize_ascent", "stop_reason", "LBFGS_PGTOL", "dream", "guided_dream", "dream_layers",
                "random_net_like", "filter_responses", "response_agreement", "filter_dreams"),
     "transform": (), "audio_style": (), "measures": (), "figures": (), "report": (), "cli": (),
 })

@@ -115,7 +115,8 @@ def cpu_threads(threads: int | None, device: torch.device | str = "cpu") -> Iter
 def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarray, iterations: int,
                    bounds: tuple[float | None, float | None] | None = None,
                    device: torch.device | str = "cpu", progress: bool = True,
-                   desc: str = "L-BFGS-B", threads: int | None = DREAM.cpu_threads) -> LbfgsOutcome:
+                   desc: str = "L-BFGS-B", threads: int | None = DREAM.cpu_threads, scale: bool = False,
+                   pgtol: float | None = None, ftol: float | None = None) -> LbfgsOutcome:
     """scipy's L-BFGS-B on a torch loss, as the thesis did with Theano (chapter 6 of the book).
 
     scipy works in float64 numpy, the net in float32 torch; each evaluation
@@ -124,14 +125,28 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
     The point returned is the best one evaluated.
     ``bounds=(low, high)`` boxes every variable (``None`` on a side: open).
     ``threads`` limits torch's CPU threads meanwhile (see :func:`cpu_threads`).
+
+    L-BFGS-B stops on whichever comes first: ``iterations``; a projected
+    gradient whose largest component is at most ``pgtol`` (scipy: 1e-5, an
+    *absolute* number); a relative change of the loss below ``ftol`` (scipy:
+    about 2.2e-9); or a line search that fails. ``scale=True`` divides the
+    loss by its magnitude at ``x0`` so that ``pgtol`` means the same for a
+    loss of 1e6 as for one of 1 (the layer objectives run to millions).
+    The outcome's ``message`` and ``iterations`` say which stop it was.
     """
     shape = np.shape(x0)
     state = {"loss": float("nan"), "evals": 0, "best": float("inf"), "best_x": None}
     history: list[float] = []
+    unit = 1.0
+    if scale:
+        with torch.no_grad():
+            at_start = float(loss_fn(torch.tensor(np.reshape(x0, shape), dtype=torch.float32, device=device)))
+        if np.isfinite(at_start) and at_start != 0:
+            unit = abs(at_start)
 
     def f(z: np.ndarray) -> tuple[float, np.ndarray]:
         x = torch.tensor(z.reshape(shape), dtype=torch.float32, device=device, requires_grad=True)
-        loss = loss_fn(x)
+        loss = loss_fn(x) / unit
         (grad,) = torch.autograd.grad(loss, x)
         value = float(loss.detach())
         state["evals"] += 1
@@ -152,16 +167,20 @@ def minimize_lbfgs(loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: np.ndarr
         x_start = np.clip(x_start, box.lb, box.ub)
     with cpu_threads(threads, device), tqdm(total=iterations, desc=desc, disable=not progress, leave=False) as bar:
         def callback(_xk: np.ndarray) -> None:
-            history.append(state["loss"])
+            history.append(state["loss"] * unit)
             bar.update(1)
-            bar.set_postfix(loss=f"{state['loss']:.4g}")
+            bar.set_postfix(loss=f"{state['loss'] * unit:.4g}")
 
-        res = minimize(f, x_start, jac=True, method="L-BFGS-B", bounds=box, callback=callback,
-                       options={"maxiter": iterations, "maxfun": max(20, 4 * iterations)})
+        options = {"maxiter": iterations, "maxfun": max(20, 4 * iterations)}
+        if pgtol is not None:
+            options["gtol"] = pgtol
+        if ftol is not None:
+            options["ftol"] = ftol
+        res = minimize(f, x_start, jac=True, method="L-BFGS-B", bounds=box, callback=callback, options=options)
     # The best point evaluated: normally L-BFGS-B's answer, but when a line search
     # runs off (an unbounded objective) scipy hands back an older point.
     best, loss = (res.x, float(res.fun)) if state["best_x"] is None else (state["best_x"], state["best"])
-    return LbfgsOutcome(best.reshape(shape), loss, history, int(res.nit), state["evals"], str(res.message))
+    return LbfgsOutcome(best.reshape(shape), loss * unit, history, int(res.nit), state["evals"], str(res.message))
 
 
 __all__ = ["DreamConfig", "DREAM", "DreamError", "check_clip", "finish_audio", "freeze", "LbfgsOutcome",

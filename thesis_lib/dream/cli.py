@@ -118,7 +118,7 @@ def _load(a: argparse.Namespace):
     from ..checkpoint import load_model
     from ..runtime import select_device
 
-    model, styles, _ = load_model(a.model, select_device(a.device))
+    model, styles, _ = load_model(a.model, select_device(a.device), require="StyleNet")
     return model, styles
 
 

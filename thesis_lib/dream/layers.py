@@ -182,6 +182,8 @@ class DreamResult:
     iterations: int
     history: list[float] = field(default_factory=list)
     raw: np.ndarray | None = None
+    stop: str = ""
+    evaluations: int = 0
 
     @property
     def gain(self) -> float:
@@ -193,7 +195,8 @@ class DreamResult:
         return {"objective": self.objective, "method": self.method,
                 "objective_before": self.objective_before, "objective_after": self.objective_after,
                 "objective_written": self.objective_written, "gain": self.gain,
-                "seconds": round(self.seconds, 3), "iterations": self.iterations}
+                "seconds": round(self.seconds, 3), "iterations": self.iterations,
+                "evaluations": self.evaluations, "stop": self.stop}
 
 
 # ----------------------------------------------------------------------------
@@ -201,30 +204,72 @@ class DreamResult:
 # ----------------------------------------------------------------------------
 
 def _result(objective: Objective, method: str, clip: np.ndarray, raw: np.ndarray, history: list[float],
-            iterations: int, seconds: float, device: torch.device, cfg: ThesisConfig) -> DreamResult:
+            iterations: int, seconds: float, device: torch.device, cfg: ThesisConfig, stop: str = "",
+            evaluations: int = 0) -> DreamResult:
     audio = finish_audio(raw, cfg)
     return DreamResult(audio=audio, original=clip, objective=objective.name, method=method,
                        objective_before=objective_value(objective, clip, device),
                        objective_after=objective_value(objective, raw, device),
                        objective_written=objective_value(objective, audio, device),
                        seconds=seconds, iterations=iterations, history=history,
-                       raw=np.asarray(raw, dtype=np.float32))
+                       raw=np.asarray(raw, dtype=np.float32), stop=stop, evaluations=evaluations)
+
+
+LBFGS_PGTOL = 1e-10
+"""Projected-gradient tolerance of the dreams' L-BFGS-B, on the objective scaled to 1 at the clip.
+
+scipy's default (1e-5, absolute) stopped runs while they were still gaining; the bounded
+runs that stop early now stop because every sample sits on the box (a corner: a true
+maximum of the box problem), and ``DreamResult.stop`` says so.
+"""
+
+
+def stop_reason(message: str) -> str:
+    """scipy's L-BFGS-B message in a reader's words."""
+    m = message.upper()
+    if "ITERATIONS REACHED" in m or "TOTAL NO. OF" in m:
+        return "iteration limit"
+    if "PROJECTED GRADIENT" in m:
+        return "converged (no uphill direction left inside the box)"
+    if "REL_REDUCTION" in m or "RELATIVE REDUCTION" in m:
+        return "converged (objective stopped changing)"
+    if "ABNORMAL" in m:
+        return "line search failed (objective unbounded: the step ran off)"
+    return message.strip().lower() or "unknown"
 
 
 def maximize_lbfgs(model: StyleNet, clip: np.ndarray, objective: Objective, iterations: int = DREAM.iterations,
                    bound: float | None = DREAM.bound, progress: bool = True,
-                   threads: int | None = DREAM.cpu_threads) -> DreamResult:
-    """The thesis's method: L-BFGS-B minimising ``-objective`` from the clip itself."""
+                   threads: int | None = DREAM.cpu_threads, normalise: bool = DREAM.normalise) -> DreamResult:
+    """The thesis's method: L-BFGS-B minimising ``-objective`` from the clip itself.
+
+    The objective is scaled to 1 at the clip (its raw value runs to millions,
+    which made scipy's absolute gradient tolerance meaningless). With
+    ``normalise`` the objective is taken of the waveform rescaled to the
+    clip's energy (see :class:`~thesis_lib.dream.settings.DreamConfig`); the
+    raw result is then rescaled the same way. ``stop`` on the result says why
+    L-BFGS-B stopped.
+    """
+    if normalise and bound is not None:
+        raise DreamError("normalise=True optimises the waveform's shape at the clip's energy; use it with bound=None")
     freeze(model)
     x0 = check_clip(clip, model.cfg)
     device = device_of(model)
+    energy = float(np.linalg.norm(x0.astype(np.float64)))
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        if normalise:
+            x = x * (energy / x.norm())
+        return -objective(x[None])
+
     t0 = time.perf_counter()
-    out = minimize_lbfgs(lambda x: -objective(x[None]), x0, iterations,
-                         None if bound is None else (-bound, bound), device, progress,
-                         desc=f"dream {objective.name}", threads=threads)
+    out = minimize_lbfgs(loss, x0, iterations, None if bound is None else (-bound, bound), device, progress,
+                         desc=f"dream {objective.name}", threads=threads, scale=True, pgtol=LBFGS_PGTOL)
     seconds = time.perf_counter() - t0
-    return _result(objective, "lbfgs", x0, out.x, [-v for v in out.history], out.iterations, seconds,
-                   device, model.cfg)
+    raw = out.x * (energy / max(float(np.linalg.norm(out.x)), 1e-30)) if normalise else out.x
+    method = "lbfgs (normalised)" if normalise else "lbfgs"
+    return _result(objective, method, x0, raw, [-v for v in out.history], out.iterations, seconds,
+                   device, model.cfg, stop_reason(out.message), out.evaluations)
 
 
 def _octave_lengths(n: int, octaves: int, scale: float) -> list[int]:
@@ -292,7 +337,7 @@ def _run(model: StyleNet, clip: np.ndarray, objective: Objective, method: str, i
         raise DreamError(f"iterations must be at least 1, not {iterations}")
     if method == "lbfgs":
         return maximize_lbfgs(model, clip, objective, cfg.iterations if iterations is None else iterations,
-                              cfg.bound, progress, cfg.cpu_threads)
+                              cfg.bound, progress, cfg.cpu_threads, cfg.normalise)
     if method == "ascent":
         if iterations is not None:
             cfg = replace(cfg, steps_per_octave=iterations)
@@ -374,6 +419,6 @@ def filter_dreams(model: StyleNet, clip: np.ndarray, method: str = "lbfgs", iter
 __all__ = [
     "DreamConfig", "DREAM", "METHODS", "DreamError", "DreamResult", "Objective", "LbfgsOutcome",
     "load_clip", "check_clip", "finish_audio", "layer_objective", "guide_objective", "objective_value",
-    "cpu_threads", "minimize_lbfgs", "maximize_lbfgs", "maximize_ascent", "dream", "guided_dream", "dream_layers",
+    "cpu_threads", "minimize_lbfgs", "maximize_lbfgs", "stop_reason", "LBFGS_PGTOL", "maximize_ascent", "dream", "guided_dream", "dream_layers",
     "random_net_like", "filter_responses", "filter_dreams", "response_agreement",
 ]

@@ -35,6 +35,19 @@ def snr_db(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float("inf") if err == 0 else float(10 * np.log10(np.sum(r ** 2) / err))
 
 
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two waveforms sample by sample (0 when either is constant).
+
+    1: the same waveform up to loudness; near 0: nothing in common sample by sample.
+    """
+    x, y = _f64(a), _f64(b)
+    if x.shape != y.shape:
+        raise ValueError(f"signals differ in length: {x.size} and {y.size} samples")
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def power_spectrogram(y: np.ndarray, sample_rate: int = THESIS.sample_rate, n_fft: int = N_FFT,
                       overlap: float = OVERLAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(freqs, times, power)`` as in the thesis's Figure 23."""

@@ -25,7 +25,7 @@ from .audio_style import AUDIO_STYLE, net_style_transfer, stft_style_transfer
 from ..config import CONV_LAYERS, THESIS
 from ..model import filter_responses
 from .layers import DREAM, dream, filter_dreams, guided_dream, random_net_like, response_agreement
-from .measures import describe, envelope_correlation, log_spectral_distance, snr_db
+from .measures import correlation, describe, envelope_correlation, log_spectral_distance, snr_db
 from ..model import StyleNet
 from .transform import TRANSFORM, gatys_transfer, invert, steer_many
 
@@ -35,7 +35,8 @@ LAYERS = CONV_LAYERS
 def relation(y: np.ndarray, original: np.ndarray, sample_rate: int = THESIS.sample_rate) -> dict[str, float]:
     """How a result relates to the clip it came from, plus what it is like on its own."""
     d = describe(y, sample_rate)
-    return {"snr_db": snr_db(y, original), "envelope_corr": envelope_correlation(y, original),
+    return {"snr_db": snr_db(y, original), "corr": correlation(y, original),
+            "envelope_corr": envelope_correlation(y, original),
             "lsd_db": log_spectral_distance(y, original, sample_rate), "centroid_hz": d["centroid_hz"],
             "flatness": d["flatness"], "active_fraction": d["active_fraction"],
             "full_scale_fraction": d["full_scale_fraction"]}
@@ -174,4 +175,70 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["relation", "measure", "markdown", "LAYERS"]
+# ----------------------------------------------------------------------------
+# The thesis's three observations, as measurable criteria (chapter 6 of the book)
+# ----------------------------------------------------------------------------
+
+THESIS_HEARD = {
+    "conv1": "a few bursts, hardly related to the original",
+    "conv2": "many pulses, fewer where the original is loud",
+    "conv3": "keeps the outline and the fundamentals, loses the harmonics",
+}
+"""What the thesis heard in each layer's dream (thesis 5.3), in our words."""
+
+UNRELATED = 0.3
+"""|correlation| below this (waveform and loudness envelope): "hardly related to the original"."""
+ANTI_LOUD = -0.2
+"""Envelope correlation below this: the dream is louder where the original is quiet."""
+OUTLINE = 0.5
+"""Envelope correlation above this: the dream keeps the original's outline (loud where it is loud)."""
+
+CRITERIA = {
+    "conv1": f"|waveform correlation| < {UNRELATED} and |envelope correlation| < {UNRELATED}",
+    "conv2": f"envelope correlation < {ANTI_LOUD}",
+    "conv3": f"envelope correlation > {OUTLINE} and spectral centroid below the original's",
+}
+"""How each observation is tested on the numbers of :func:`relation`."""
+
+
+def thesis_observations(rows: dict[str, dict], original_centroid_hz: float) -> dict[str, bool]:
+    """Which of the thesis's three observations the measured dreams reproduce.
+
+    ``rows`` maps ``conv1``/``conv2``/``conv3`` to :func:`relation` of that
+    layer's dream with the original; the criteria are :data:`CRITERIA`:
+    conv1 unrelated to the original in waveform and in loudness; conv2
+    anti-correlated in loudness (pulses where the original is quiet); conv3
+    following the original's loudness with its energy moved down (harmonics
+    lost, fundamentals kept).
+    """
+    c1, c2, c3 = rows["conv1"], rows["conv2"], rows["conv3"]
+    return {
+        "conv1": abs(c1["corr"]) < UNRELATED and abs(c1["envelope_corr"]) < UNRELATED,
+        "conv2": c2["envelope_corr"] < ANTI_LOUD,
+        "conv3": c3["envelope_corr"] > OUTLINE and c3["centroid_hz"] < original_centroid_hz,
+    }
+
+
+def layer_grid(model: StyleNet, clip: np.ndarray, settings: dict[str, tuple[str, object]],
+               iterations: tuple[int, ...], layers: tuple[str, ...] = LAYERS) -> dict[tuple, object]:
+    """Dream ``clip`` with every ``(method, DreamConfig)`` of ``settings``, layer and iteration count.
+
+    Returns ``{(setting, layer, iterations): DreamResult}``; the ascent's
+    ``iterations`` are its steps per octave.
+    """
+    return {(name, layer, int(it)): dream(model, clip, layer, method, int(it), cfg=cfg, progress=False)
+            for name, (method, cfg) in settings.items() for layer in layers for it in iterations}
+
+
+def grid_rows(results: dict[tuple, object], original: np.ndarray) -> list[dict]:
+    """One row per dream of :func:`layer_grid`: how it stopped and how it relates to the original."""
+    rows = []
+    for (name, layer, it), r in results.items():
+        rel = relation(r.audio, original)
+        rows.append({"setting": name, "layer": layer, "asked": it, "iterations": r.iterations,
+                     "stop": r.stop or "steps done", "gain": r.gain, **rel})
+    return rows
+
+
+__all__ = ["relation", "measure", "markdown", "LAYERS", "THESIS_HEARD", "CRITERIA", "thesis_observations",
+           "layer_grid", "grid_rows"]

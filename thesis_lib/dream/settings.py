@@ -27,11 +27,19 @@ class DreamConfig:
     convex objective lies on the box's corners, so long runs drive most
     samples to ±1: loud, harsh, with little of the original left. DeepDream's
     small normalised steps (``method="ascent"``) keep the original's shape.
+
+    ``normalise=True`` (with ``bound=None``) maximises the objective of the
+    waveform rescaled to the clip's energy, ``O(x·‖x₀‖/‖x‖)``: since the
+    written result is peak-normalised anyway, only the waveform's shape
+    matters, and this objective has a finite best shape, so L-BFGS-B takes
+    real steps and each iteration moves the sound further from the clip
+    toward what the layer responds to most (chapter 6 of the book).
     """
 
     # --- the thesis's L-BFGS-B (thesis 4.3) -------------------------------
     iterations: int = 50              #: L-BFGS-B iterations (the thesis does not say)
     bound: float | None = 1.0         #: box [-bound, bound] for every sample; None: unbounded
+    normalise: bool = False           #: maximise the objective at the clip's energy (needs bound=None)
     # --- DeepDream-style gradient ascent -----------------------------------
     steps_per_octave: int = 20        #: gradient steps at each sample rate
     step_size: float = 0.01           #: step in units of the mean |gradient| (full scale is 1)

@@ -1,0 +1,255 @@
+"""Issue 10: random windows, augmentation, the log-mel models, the robust recipe and cross-validation."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tone_track, write_track
+from thesis_lib.augment import AugmentSettings, TrackWindows, augment_batch, shift
+from thesis_lib.baseline import LogMelBaseline
+from thesis_lib.checkpoint import CheckpointError, load_model
+from thesis_lib.config import THESIS, TRAIN_DEFAULTS, TrainSettings
+from thesis_lib.crossval import crossval, few_test_tracks, track_folds
+from thesis_lib.data import Split, prepare_dataset, split_dataset
+from thesis_lib.mel import LogMel, MelNet
+from thesis_lib.robust import build_model, train_any, validation_tracks
+
+FAST = dict(epochs=2, batch_size=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def three_styles(tmp_path_factory):
+    """Three easy styles (low hum, mid tone, high whistle), 3 tracks each, 2 clips per track."""
+    root = tmp_path_factory.mktemp("three")
+    seconds = (2 * THESIS.trim_samples + 2 * THESIS.clip_samples) / THESIS.sample_rate + 0.5
+    for i in range(3):
+        for style, f in (("low", 110), ("mid", 440), ("high", 1500)):
+            write_track(root / style / f"{style}_{i}.wav",
+                        tone_track(f * (1 + 0.1 * i), seconds, sr=8000, noise=0.2, seed=i), sr=8000)
+    return prepare_dataset(root, tmp_path_factory.mktemp("three_prep") / "p", progress=False, jobs=1)
+
+
+# ---------------------------------------------------------------- folds
+def test_track_folds_group_by_track_and_stratify_by_style():
+    track_style = np.array([0] * 10 + [1] * 7 + [2] * 5)
+    folds = track_folds(track_style, 4, seed=3)
+    allt = np.concatenate(folds)
+    assert sorted(allt.tolist()) == list(range(len(track_style)))          # every track exactly once
+    for s, n in ((0, 10), (1, 7), (2, 5)):
+        per_fold = [int(np.sum(track_style[f] == s)) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == n     # stratified
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert [f.tolist() for f in track_folds(track_style, 4, seed=3)] == [f.tolist() for f in folds]
+    with pytest.raises(ValueError):
+        track_folds(track_style, 1)
+
+
+def test_validation_tracks_only_from_styles_with_three_tracks():
+    ts = np.array([0, 0, 0, 0, 0, 1, 1])
+    val = validation_tracks(ts, np.arange(7), 0.2, np.random.default_rng(0))
+    assert len(val) == 1 and ts[val[0]] == 0
+
+
+def test_few_test_tracks_warning():
+    w = few_test_tracks(["a", "b"], np.array([0, 0, 0, 1]))
+    assert len(w) == 1 and "'b'" in w[0] and "1 test track" in w[0]
+
+
+# ---------------------------------------------------------------- windows and augmentation
+def test_random_windows_stay_inside_their_track(toy_prepared):
+    ds = toy_prepared
+    win = TrackWindows(ds)
+    tracks = np.arange(len(ds.tracks))
+    starts, labels, which = win.draw(tracks, ds.track_style[tracks], 200, np.random.default_rng(0))
+    m = ds.clips.shape[1]
+    for s, t, y in zip(starts, which, labels):
+        clips = np.flatnonzero(ds.track_of == t)
+        assert clips[0] * m <= s and s + m <= (clips[-1] + 1) * m          # inside track t's audio
+        assert ds.track_style[t] == y
+    x = win.read(starts[:5])
+    assert x.shape == (5, m) and x.dtype == np.float32
+    # a window at a clip boundary is exactly the concatenation of the two clips' halves
+    t = which[0]
+    c0 = np.flatnonzero(ds.track_of == t)[0]
+    if np.sum(ds.track_of == t) >= 2:
+        w = win.read(np.array([c0 * m + m // 2]))[0]
+        assert np.array_equal(w, np.concatenate([ds.clips[c0][m // 2:], ds.clips[c0 + 1][: m // 2]]))
+    assert set(np.unique(labels)) == set(np.unique(ds.track_style))      # every style drawn
+
+
+def test_per_clip_windows_are_the_clips(toy_prepared):
+    win = TrackWindows(toy_prepared, per_clip=True)
+    starts, _, which = win.draw(np.array([0, 3]), np.array([0, 1]), 10, np.random.default_rng(1))
+    assert np.array_equal(win.read(starts), np.asarray(toy_prepared.clips[which], np.float32))
+
+
+def test_augmentations_keep_shape_finiteness_and_peaks():
+    rng = np.random.default_rng(0)
+    x = (0.9 * np.clip(rng.standard_normal((16, 4000)), -1, 1)).astype(np.float32)
+    y = np.array([0, 1] * 8)
+    out = augment_batch(x, y, rng, AugmentSettings(max_shift=100))
+    assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.abs(out).max() <= np.abs(x).max() + 1e-6
+    assert not np.allclose(out, x)
+    # mixing only within a style: windows of style 0 that are all zero stay silent
+    z = x.copy()
+    z[y == 0] = 0
+    out = augment_batch(z, y, np.random.default_rng(1), AugmentSettings(mix_probability=1.0))
+    assert np.abs(out[y == 0]).max() == 0 and np.abs(out[y == 1]).max() > 0
+    assert np.array_equal(shift(x, 0, rng), x)
+    assert np.allclose(np.sort(shift(x, 50, rng)[0]), np.sort(x[0]))
+
+
+# ---------------------------------------------------------------- models
+def test_mel_front_end_and_model_shapes():
+    x = 0.3 * torch.randn(3, 1, THESIS.clip_samples)
+    fe = LogMel()
+    m = fe(x)
+    assert m.shape == (3, 64, fe.frames(THESIS.clip_samples)) and torch.isfinite(m).all()
+    net = MelNet(4)
+    assert net(x).shape == (3, 4) and net.embed(x).shape == (3, 256)
+    assert net(x[:, 0]).shape == (3, 4)                   # (B, L) works as well
+    assert sum(p.numel() for p in net.parameters()) < 200_000
+
+
+def test_baseline_learns_a_separable_set():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((24, THESIS.clip_samples))
+    lo = np.cumsum(noise[:12], 1)                      # red noise: energy in the low bands
+    hi = np.diff(noise[12:], axis=1, prepend=0)        # blue noise: energy in the high bands
+    x = np.array([0.5 * v / np.abs(v).max() for v in np.concatenate([lo - lo.mean(1, keepdims=True), hi])],
+                 np.float32)
+    y = np.array([0] * 12 + [1] * 12)
+    model = LogMelBaseline(2).fit(x[::2], y[::2])
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x[1::2]).unsqueeze(1)).argmax(1).numpy()
+    assert (pred == y[1::2]).all()
+
+
+def test_build_model_names():
+    assert type(build_model("thesis", 2)).__name__ == "StyleNet"
+    assert type(build_model("mel", 3)).__name__ == "MelNet"
+    assert type(build_model("baseline", 2)).__name__ == "LogMelBaseline"
+    with pytest.raises(ValueError):
+        build_model("resnet", 2)
+    thesis_drop = build_model("thesis", 2, dropout=0.5)
+    assert set(thesis_drop.state_dict()) == set(build_model("thesis", 2).state_dict())
+
+
+def test_defaults_are_recorded():
+    assert TRAIN_DEFAULTS.model in ("mel", "thesis", "baseline") and TRAIN_DEFAULTS.recipe == "robust"
+    assert TrainSettings().model == "thesis" and TrainSettings().recipe == "thesis"      # the API's old default
+    assert TrainSettings.thesis().learning_rate == THESIS.learning_rate
+
+
+# ---------------------------------------------------------------- train / predict round trips
+@pytest.mark.parametrize("model,recipe", [("mel", "robust"), ("thesis", "robust"), ("baseline", "robust"),
+                                          ("thesis", "thesis")])
+def test_train_predict_round_trip(three_styles, tmp_path, model, recipe):
+    from thesis_lib.predict import clip_probabilities
+
+    ds = three_styles
+    sp = split_dataset(ds, 100, 100, "track", seed=0)
+    base = TrainSettings.recommended(model) if recipe == "robust" else TrainSettings()
+    settings = replace(base, **FAST)
+    res = train_any(ds, sp, settings, tmp_path / "run", progress=False, log=lambda m: None)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == model and metrics["settings"]["model"] == model
+    assert metrics["settings"]["recipe"] == recipe and len(metrics["styles"]) == 3
+    assert np.asarray(metrics["confusion"]).shape == (3, 3)
+    loaded, styles, ckpt = load_model(tmp_path / "run" / "model.pt")
+    assert styles == sp.styles and ckpt["settings"]["model"] == model
+    clips = np.asarray(ds.clips[sp.test], np.float32)
+    p1 = clip_probabilities(loaded, clips, 8)
+    res.model.eval()
+    with torch.no_grad():
+        p0 = torch.softmax(res.model(torch.from_numpy(clips).unsqueeze(1)), 1).numpy()
+    assert p1.shape == (len(clips), 3) and np.allclose(p0, p1, atol=1e-4)
+    if model != "thesis":
+        with pytest.raises(CheckpointError, match="--model thesis"):
+            load_model(tmp_path / "run" / "model.pt", require="StyleNet")
+
+
+def test_robust_recipe_with_a_clip_split_trains_on_training_clips_only(toy_prepared):
+    sp = split_dataset(toy_prepared, 100, 2, "clip", seed=0)
+    res = train_any(toy_prepared, sp, replace(TrainSettings.recommended("baseline"), device="cpu"),
+                    progress=False, log=lambda m: None)
+    assert res.metrics["n_train"] == len(sp.train)
+
+
+def test_thesis_recipe_is_the_thesis_net_only(toy_prepared):
+    sp = split_dataset(toy_prepared, 100, 2, "track", seed=0)
+    with pytest.raises(ValueError):
+        train_any(toy_prepared, sp, TrainSettings(model="mel"), progress=False, log=lambda m: None)
+
+
+# ---------------------------------------------------------------- cross-validation
+def test_crossval_never_tests_a_training_track(three_styles, tmp_path, monkeypatch):
+    import thesis_lib.robust as robust
+
+    seen = []
+    real = robust.train_any
+
+    def spy(ds, split, settings, *a, **k):
+        train_tracks = set(np.unique(ds.track_of[split.train]).tolist())
+        test_tracks = set(np.unique(ds.track_of[split.test]).tolist())
+        assert not train_tracks & test_tracks
+        seen.append(test_tracks)
+        return real(ds, split, settings, *a, **k)
+
+    monkeypatch.setattr(robust, "train_any", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = crossval(three_styles, replace(TrainSettings.recommended("baseline"), device="cpu"), 3,
+                       tmp_path / "cv", progress=False, log=lambda m: None)
+    assert len(seen) == 3 and set().union(*seen) == set(range(len(three_styles.tracks)))
+    saved = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    for key in ("folds", "clip_accuracy_mean", "clip_accuracy_std", "track_accuracy_mean", "track_accuracy_std",
+                "confusion", "settings", "seconds_per_fold", "styles"):
+        assert key in saved
+    assert len(saved["folds"]) == 3
+    for f in saved["folds"]:
+        assert {"clip_accuracy", "track_accuracy", "test_tracks", "seconds"} <= set(f)
+        assert 0 <= f["clip_accuracy"] <= 1 and len(f["test_tracks"]) == 3
+    assert np.asarray(saved["confusion"]).sum() == len(three_styles)       # every clip tested once
+    assert np.asarray(saved["track_confusion"]).sum() == len(three_styles.tracks)
+    assert saved["clip_accuracy_mean"] == pytest.approx(np.mean([f["clip_accuracy"] for f in saved["folds"]]))
+    assert saved["settings"]["model"] == "baseline" and rep["folds_k"] == 3
+
+
+def test_crossval_warns_about_few_test_tracks(toy_prepared, tmp_path):
+    with pytest.warns(UserWarning, match="test track"):
+        crossval(toy_prepared, replace(TrainSettings.recommended("baseline"), device="cpu"), 2,
+                 progress=False, log=lambda m: None)
+
+
+def test_cli_crossval_and_train_models(three_styles, tmp_path, capsys):
+    from thesis_lib.cli import main
+
+    rc = main(["crossval", "--data", str(three_styles.path), "--folds", "3", "--out", str(tmp_path / "cv"),
+               "--model", "baseline", "--quiet", "--device", "cpu"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "fold 3/3" in out and "track accuracy" in out
+    assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["folds_k"] == 3
+    rc = main(["train", "--data", str(three_styles.path), "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--batch-size", "4", "--quiet", "--device", "cpu"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "warning: style" in out                       # one test track per style
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["model"] == TRAIN_DEFAULTS.model and m["settings"]["recipe"] == "robust"
+    assert main(["train", "--data", str(three_styles.path), "--out", str(tmp_path / "bad"), "--model", "mel",
+                 "--recipe", "thesis"]) == 1
+    assert "thesis net only" in capsys.readouterr().err
+    rc = main(["predict", "--model", str(tmp_path / "run" / "model.pt"), "--json",
+               str(three_styles.report.get("data", ""))])
+    assert rc == 0
+    verdicts = json.loads(capsys.readouterr().out)["tracks"]
+    assert len(verdicts) == 9 and all(v["style"] in ("low", "mid", "high") for v in verdicts)
