@@ -122,3 +122,150 @@ def test_only_links_inside_give_a_clear_refusal(tmp_path):
     os.symlink(tmp_path / "a", tmp_path / "b")
     with pytest.raises(DatasetError, match=r"found 1 style.*1 link\(s\) to folders inside it are not styles"):
         find_tracks(tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# No traceback from any file a user can hand us
+# ----------------------------------------------------------------------------
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "thesis_lib", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def _good_state(tmp_path):
+    import torch
+
+    from thesis_lib.checkpoint import model_state
+    from thesis_lib.model import StyleNet
+
+    torch.manual_seed(0)
+    return model_state(StyleNet(2), ["x", "y"])
+
+
+def _broken_checkpoints(tmp_path):
+    """One checkpoint per required field missing, and per field of the wrong type."""
+    import torch
+
+    from thesis_lib.checkpoint import MODEL_FIELDS
+
+    good = _good_state(tmp_path)
+    cases = {}
+    for name in MODEL_FIELDS:
+        cases[f"missing {name}"] = ({k: v for k, v in good.items() if k != name}, repr(name))
+    wrong = {"config": ("config", ["not", "a", "dict"]), "styles": ("styles", "xy"),
+             "state_dict": ("state_dict", {"w": [1, 2]}), "architecture": ("architecture", 3),
+             "config.sample_rate": ("config", {**good["config"], "sample_rate": "fast"}),
+             "config.convs": ("config", {**good["config"], "convs": [{"filters": 8}]}),
+             "one style": ("styles", ["x"]), "twice the same style": ("styles", ["x", "x"])}
+    for label, (field, value) in wrong.items():
+        cases[f"wrong {label}"] = ({**good, field: value}, field.split(".")[-1] if "." in label else field)
+    cases["only format and styles"] = ({"format": "thesis_lib.checkpoint/1", "styles": ["x", "y"]}, "'config'")
+    paths = {}
+    for label, (state, needle) in cases.items():
+        path = tmp_path / (label.replace(" ", "_").replace(".", "_") + ".pt")
+        torch.save(state, path)
+        paths[label] = (path, needle)
+    return paths
+
+
+def test_every_broken_checkpoint_is_named_not_a_traceback(tmp_path):
+    from thesis_lib.checkpoint import CheckpointError, load_model
+
+    for label, (path, needle) in _broken_checkpoints(tmp_path).items():
+        with pytest.raises(CheckpointError) as info:
+            load_model(path)
+        assert str(path) in str(info.value) and needle in str(info.value), (label, str(info.value))
+
+
+def test_predict_with_an_incomplete_checkpoint_exits_cleanly(tmp_path):
+    import torch
+
+    song = write_track(tmp_path / "song.wav", tone_track(300, 6.0))
+    torch.save({"format": "thesis_lib.checkpoint/1", "styles": ["x", "y"]}, tmp_path / "m.pt")
+    r = _cli("predict", "--model", tmp_path / "m.pt", song)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "m.pt" in r.stderr and "'config' is missing" in r.stderr
+
+
+def test_resume_state_is_validated(tmp_path):
+    import torch
+
+    from thesis_lib.checkpoint import CheckpointError
+    from thesis_lib.train import resume
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match="no epoch was completed"):
+        resume(run, progress=False)
+    state = {**_good_state(tmp_path), "optimizer": {}, "history": [], "settings": {}, "data": str(tmp_path),
+             "split": {"train": torch.arange(3), "test": "oops", "styles": ["x", "y"], "mode": "track", "notes": []}}
+    torch.save(state, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: damaged or incomplete resume state: the split's 'test'"):
+        resume(run, progress=False)
+    del state["history"]
+    torch.save(state, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="'history' is missing"):
+        resume(run, progress=False)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("index_json_garbage", "not readable JSON"),
+    ("index_missing_field", "'clips_per_track' is missing"),
+    ("index_wrong_type", "'n_clips' is not a count"),
+    ("clips_truncated", "promises"),
+])
+def test_damaged_prepared_folder_is_named(toy_prepared, tmp_path, damage, needle):
+    from thesis_lib.data import PreparedDataset
+
+    folder = tmp_path / "p"
+    shutil.copytree(toy_prepared.path, folder)
+    index = json.loads((folder / "index.json").read_text())
+    if damage == "index_json_garbage":
+        (folder / "index.json").write_text("{ not json")
+    elif damage == "index_missing_field":
+        del index["clips_per_track"]
+        (folder / "index.json").write_text(json.dumps(index))
+    elif damage == "index_wrong_type":
+        index["n_clips"] = "many"
+        (folder / "index.json").write_text(json.dumps(index))
+    else:
+        with open(folder / "clips.f32", "r+b") as f:
+            f.truncate(1000)
+    with pytest.raises(DatasetError, match=needle) as info:
+        PreparedDataset.load(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_a_folder_as_clip_says_it_is_a_folder(tmp_path):
+    from thesis_lib.audio import AudioError
+    from thesis_lib.dream.layers import load_clip
+
+    with pytest.raises(AudioError, match="is a folder, not an audio file"):
+        load_clip(tmp_path)
+
+
+def test_interrupt_hint_promises_only_what_works(tmp_path):
+    from thesis_lib.cli import _interrupt_hint, build_parser
+
+    prep = build_parser().parse_args(["prepare", "--data", str(tmp_path), "--out", str(tmp_path / "p")])
+    assert "--resume" not in _interrupt_hint(prep) and "again" in _interrupt_hint(prep)
+    train = build_parser().parse_args(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert "--resume" not in _interrupt_hint(train)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"x")
+    assert f"train --resume {tmp_path / 'run'}" in _interrupt_hint(train)
+
+
+def test_unknown_or_incomplete_architecture_is_named(tmp_path):
+    import torch
+
+    from thesis_lib.checkpoint import CheckpointError, load_model
+
+    good = _good_state(tmp_path)
+    for arch, needle in (({"name": "Nope"}, "unknown architecture 'Nope'"), ({"name": "MelNet"}, "cannot be built")):
+        path = tmp_path / "a.pt"
+        torch.save({**good, "architecture": arch}, path)
+        with pytest.raises(CheckpointError, match=needle) as info:
+            load_model(path)
+        assert str(path) in str(info.value)

@@ -57,8 +57,95 @@ def save_model(model: StyleNet, styles: list[str], path: str | Path, **extra: An
     return atomic_save(model_state(model, styles, **extra), path)
 
 
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+def _config_problem(config: dict) -> str | None:
+    """What is wrong with a checkpoint's ``config`` (compared with the thesis's types), or ``None``."""
+    from dataclasses import fields
+
+    from .config import THESIS, ConvSpec
+
+    for f in fields(ThesisConfig):
+        if f.name not in config:
+            continue
+        v, default = config[f.name], getattr(THESIS, f.name)
+        if f.name == "convs":
+            if not isinstance(v, (list, tuple)) or not v or not all(isinstance(c, dict) for c in v):
+                return "config field 'convs' is not a list of layer dicts"
+            try:
+                specs = [ConvSpec(**c) for c in v]
+            except TypeError as exc:
+                return f"config field 'convs' has an unusable layer ({exc})"
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                       for c in specs for x in vars(c).values()):
+                return "config field 'convs' has a layer size that is not a positive integer"
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                return f"config field {f.name!r} is {type(v).__name__}, expected bool"
+        elif isinstance(default, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(default, int)
+                                                                         and not isinstance(v, int)):
+                return f"config field {f.name!r} is {type(v).__name__}, expected {type(default).__name__}"
+        elif isinstance(default, str) and not isinstance(v, str):
+            return f"config field {f.name!r} is {type(v).__name__}, expected str"
+    return None
+
+
+MODEL_FIELDS = ("config", "styles", "state_dict", "architecture")
+"""Fields every checkpoint (model.pt and the resume state checkpoint.pt) must carry."""
+
+RESUME_FIELDS = MODEL_FIELDS + ("optimizer", "history", "settings", "data", "split")
+"""Fields the resume state ``checkpoint.pt`` carries besides the model's."""
+
+
+def validate_checkpoint(ckpt: dict[str, Any], path: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Check the fields and their types; :class:`CheckpointError` naming the file and the field otherwise."""
+    def bad(what: str) -> CheckpointError:
+        kind = "resume state" if resume else "checkpoint"
+        return CheckpointError(f"{path}: damaged or incomplete {kind}: {what}")
+
+    for name in RESUME_FIELDS if resume else MODEL_FIELDS:
+        if name not in ckpt:
+            raise bad(f"the field {name!r} is missing")
+    if not isinstance(ckpt["config"], dict):
+        raise bad(f"'config' is {type(ckpt['config']).__name__}, expected a dict")
+    problem = _config_problem(ckpt["config"])
+    if problem:
+        raise bad(problem)
+    styles = ckpt["styles"]
+    if not _is_str_list(styles) or len(styles) < 2 or len(set(styles)) != len(styles):
+        raise bad(f"'styles' is {styles!r}, expected a list of two or more distinct names")
+    sd = ckpt["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise bad("'state_dict' is not a dict of named tensors")
+    arch = ckpt["architecture"]
+    if not isinstance(arch, dict) or not isinstance(arch.get("name", "StyleNet"), str):
+        raise bad(f"'architecture' is {type(arch).__name__}, expected a dict with a 'name'")
+    if resume:
+        types = {"optimizer": dict, "history": list, "settings": dict, "data": str, "split": dict}
+        for name, t in types.items():
+            if not isinstance(ckpt[name], t):
+                raise bad(f"{name!r} is {type(ckpt[name]).__name__}, expected {t.__name__}")
+        split = ckpt["split"]
+        for name in ("train", "test"):
+            v = split.get(name)
+            if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.dtype.is_floating_point or v.is_complex():
+                raise bad(f"the split's {name!r} is not a 1-d tensor of clip indices")
+        if not _is_str_list(split.get("styles")) or not isinstance(split.get("mode"), str) \
+                or not _is_str_list(split.get("notes", [])):
+            raise bad("the split's 'styles', 'mode' or 'notes' are missing or of the wrong type")
+        if not all(isinstance(h, dict) for h in ckpt["history"]):
+            raise bad("'history' is not a list of per-epoch dicts")
+    return ckpt
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict with ``weights_only=True``; damaged files raise :class:`CheckpointError`."""
+    """Load a checkpoint dict with ``weights_only=True``; damaged or incomplete files raise :class:`CheckpointError`.
+
+    The fields every checkpoint carries are checked (:func:`validate_checkpoint`).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -71,6 +158,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not a thesis_lib checkpoint (format {found!r}, expected {FORMAT!r})")
+    validate_checkpoint(ckpt, path, resume=False)
+
     return ckpt
 
 
@@ -103,8 +192,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     with a clear message (dreaming needs the thesis net).
     """
     ckpt = read_checkpoint(path)
-    cfg = ThesisConfig.from_dict(ckpt["config"])
-    model = build_from_checkpoint(ckpt, cfg)
+    try:
+        cfg = ThesisConfig.from_dict(ckpt["config"])
+        model = build_from_checkpoint(ckpt, cfg)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:   # fields the validation cannot know
+        raise CheckpointError(f"{path}: damaged or incomplete checkpoint: its architecture "
+                              f"{ckpt.get('architecture')!r} cannot be built ({type(exc).__name__}: {exc})") from None
     name = type(model).__name__
     if require is not None and name != require:
         raise CheckpointError(f"{path}: a {name} (train --model {'mel' if name == 'MelNet' else 'baseline'}); "

@@ -374,13 +374,30 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, CheckpointError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted. A run with --out keeps its last complete epoch in checkpoint.pt; "
-              "continue it with `python -m thesis_lib train --resume OUT`.", file=sys.stderr)
+        print(f"\ninterrupted. {_interrupt_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _interrupt_hint(args) -> str:
+    """What the user can do after Ctrl-C, promising only what works.
+
+    Only a training run that completed an epoch has a ``checkpoint.pt`` that
+    ``train --resume`` continues; preparation keeps nothing partial (its
+    folder is written under a temporary name), so it is simply run again.
+    """
+    out = getattr(args, "resume", None) or getattr(args, "out", None)
+    state = Path(out) / "checkpoint.pt" if out else None
+    if state is not None and state.is_file():
+        return (f"The last complete epoch is in {state}; continue with "
+                f"`python -m thesis_lib train --resume {out}`.")
+    if getattr(args, "handler", None) is _cmd_prepare:
+        return ("Nothing partial was kept (prepared clips are written under a temporary name and renamed "
+                "when complete); run the same command again to prepare from the start.")
+    return "No epoch was completed, so there is nothing to resume; run the same command again."
 
 
 if __name__ == "__main__":

@@ -172,19 +172,72 @@ class PreparedDataset:
         if not index_file.is_file():
             raise DatasetError(f"{path}: no index.json, so not a prepared dataset. "
                                "Run `python -m thesis_lib prepare --data AUDIO --out DIR` first.")
-        index = json.loads(index_file.read_text())
-        if index.get("format") != FORMAT:
-            raise DatasetError(f"{index_file}: format {index.get('format')!r}, expected {FORMAT!r}; "
-                               "prepare the data again.")
+        index = _read_index(index_file)
         n, m = index["n_clips"], index["clip_samples"]
-        clips = (np.memmap(path / "clips.f32", dtype=np.float32, mode="r", shape=(n, m))
-                 if n else np.zeros((0, m), np.float32))
+        clips_file = path / "clips.f32"
+        if n:
+            size = clips_file.stat().st_size if clips_file.is_file() else None
+            if size != n * m * 4:
+                found = "is missing" if size is None else f"has {size:,} bytes"
+                raise DatasetError(f"{clips_file}: {found}, but {index_file} promises {n} clips of {m} float32 "
+                                   f"samples ({n * m * 4:,} bytes); the folder is damaged: prepare the data again.")
+            clips = np.memmap(clips_file, dtype=np.float32, mode="r", shape=(n, m))
+        else:
+            clips = np.zeros((0, m), np.float32)
         counts = np.array(index["clips_per_track"], dtype=np.int64)
         track_style = np.array(index["track_style"], dtype=np.int64)
         track_of = np.repeat(np.arange(len(counts)), counts)
-        report = json.loads((path / "report.json").read_text()) if (path / "report.json").is_file() else {}
+        try:   # the report is informational: a damaged one does not stop training
+            report = json.loads((path / "report.json").read_text()) if (path / "report.json").is_file() else {}
+            report = report if isinstance(report, dict) else {}
+        except (OSError, ValueError):
+            report = {}
         return cls(path, clips, track_style[track_of], track_of, index["styles"],
                    index["tracks"], track_style, report)
+
+
+def _read_index(index_file: Path) -> dict:
+    """``index.json`` of a prepared folder, checked field by field; :class:`DatasetError` naming what is wrong."""
+    def bad(what: str) -> DatasetError:
+        return DatasetError(f"{index_file}: {what}; the prepared folder is damaged: prepare the data again.")
+
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(f"not readable JSON ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") \
+            from None
+    if not isinstance(index, dict):
+        raise bad(f"a JSON {type(index).__name__}, not an object")
+    if index.get("format") != FORMAT:
+        raise DatasetError(f"{index_file}: format {index.get('format')!r}, expected {FORMAT!r}; "
+                           "prepare the data again.")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def int_list(v):
+        return isinstance(v, list) and all(is_int(x) and x >= 0 for x in v)
+
+    for name, ok, want in (("n_clips", lambda v: is_int(v) and v >= 0, "a count"),
+                           ("clip_samples", lambda v: is_int(v) and v > 0, "a positive integer"),
+                           ("styles", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                            "a list of names"),
+                           ("tracks", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                            "a list of paths"),
+                           ("track_style", int_list, "a list of style numbers"),
+                           ("clips_per_track", int_list, "a list of counts")):
+        if name not in index:
+            raise bad(f"the field {name!r} is missing")
+        if not ok(index[name]):
+            raise bad(f"the field {name!r} is not {want}")
+    k = len(index["tracks"])
+    if len(index["track_style"]) != k or len(index["clips_per_track"]) != k:
+        raise bad(f"'tracks', 'track_style' and 'clips_per_track' differ in length")
+    if any(s >= len(index["styles"]) for s in index["track_style"]):
+        raise bad("a track's style number is not one of its styles")
+    if sum(index["clips_per_track"]) != index["n_clips"]:
+        raise bad(f"'clips_per_track' adds up to {sum(index['clips_per_track'])}, not n_clips {index['n_clips']}")
+    return index
 
 
 def _prepare_one(args: tuple[str, ThesisConfig, str]) -> dict | str:
@@ -230,12 +283,24 @@ def _warm_decoder(cfg: ThesisConfig) -> None:
             pass
 
 
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _ordered_map(fn, items: list, jobs: int) -> Iterator:
-    """``map`` in order with at most ``2 * jobs`` tracks in flight, so memory stays flat."""
+    """``map`` in order with at most ``2 * jobs`` tracks in flight, so memory stays flat.
+
+    On an interruption (Ctrl-C) or an error in the main process the workers
+    are stopped at once rather than left to finish the tracks in flight.
+    """
     if jobs <= 1:
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(jobs) as pool:
+    pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
+    try:
         window: deque = deque()
         it = iter(items)
         for item in it:
@@ -244,6 +309,15 @@ def _ordered_map(fn, items: list, jobs: int) -> Iterator:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
+    except BaseException:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.join(5)
+        raise
+    pool.shutdown()
 
 
 def prepare_dataset(data: str | Path, out: str | Path | None = None, cfg: ThesisConfig = THESIS,
@@ -268,9 +342,9 @@ def prepare_dataset(data: str | Path, out: str | Path | None = None, cfg: Thesis
     index_file = out / "index.json"
     if not force and index_file.is_file():
         try:
-            if json.loads(index_file.read_text()).get("key") == key:
+            if _read_index(index_file).get("key") == key:
                 return PreparedDataset.load(out)
-        except (json.JSONDecodeError, OSError):
+        except (DatasetError, OSError):
             pass  # a damaged cache is rebuilt
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

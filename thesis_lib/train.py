@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save, model_state, read_checkpoint, save_model
+from .checkpoint import (CheckpointError, atomic_save, model_state, read_checkpoint, save_model,
+                         validate_checkpoint)
 from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
@@ -254,11 +255,25 @@ def resume(out: str | Path, progress: bool = True, log: Callable[[str], None] = 
            epochs: int | None = None) -> TrainResult:
     """Continue the run in ``out`` from its last complete epoch (``checkpoint.pt``)."""
     out = Path(out)
-    state = read_checkpoint(out / "checkpoint.pt")
+    if not out.is_dir():
+        raise CheckpointError(f"{out}: no such run folder to resume")
+    if not (out / "checkpoint.pt").is_file():
+        done = " (the run finished: model.pt is there)" if (out / "model.pt").is_file() else \
+            " (no epoch was completed, so there is nothing to resume: start the run again)"
+        raise CheckpointError(f"{out / 'checkpoint.pt'}: no resume state{done}")
+    state = validate_checkpoint(read_checkpoint(out / "checkpoint.pt"), out / "checkpoint.pt", resume=True)
     ds = PreparedDataset.load(state["data"])
     s = state["split"]
-    split = Split(s["train"].numpy(), s["test"].numpy(), list(s["styles"]), s["mode"], list(s["notes"]))
-    settings = TrainSettings(**state["settings"])
+    split = Split(s["train"].numpy(), s["test"].numpy(), list(s["styles"]), s["mode"], list(s.get("notes", [])))
+    if len(ds) and (int(split.train.max(initial=-1)) >= len(ds) or int(split.test.max(initial=-1)) >= len(ds)
+                    or min(int(split.train.min(initial=0)), int(split.test.min(initial=0))) < 0):
+        raise CheckpointError(f"{out / 'checkpoint.pt'}: its split indexes clips that {ds.path} does not have "
+                              "(the prepared data changed); start the run again")
+    try:
+        settings = TrainSettings(**state["settings"])
+    except TypeError as exc:
+        raise CheckpointError(f"{out / 'checkpoint.pt'}: damaged or incomplete resume state: "
+                              f"'settings' do not fit this version ({exc})") from None
     if epochs is not None:
         settings.epochs = epochs
     cfg = ThesisConfig.from_dict(state["config"])
