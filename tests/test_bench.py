@@ -7,7 +7,7 @@ from thesis_lib.cli import main
 from thesis_lib.config import THESIS
 
 TINY = BenchSizes(clips=4, batch=2, epochs=2, warmup_steps=1, infer_batches=(1, 2), infer_clips=2,
-                  matmul_n=64, prep_tracks=2, prep_seconds=66.0, music_seconds=10.0)
+                  matmul_n=64, prep_tracks=2, prep_seconds=66.0, music_seconds=10.0, memory_minutes=(1.2,))
 
 
 def test_flop_count_follows_the_layer_shapes():
@@ -39,6 +39,8 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
     p = b["preparation"]
     assert p["tracks"] == 2 and p["clips"] == 2 and p["music_seconds_per_second"] > 0
     assert p["music_seconds"] == 132.0
+    [m] = b["memory_vs_length"]
+    assert m["minutes"] == 1.2 and m["clips"] == 2 and m["peak_rss_mb"] > 0 and m["music_seconds_per_second"] > 0
     for key in ("training_reference", "training_fast", "preparation", "preparation_workers", "inference"):
         assert b["peak_rss_mb"][key] > 0, key
     assert any("s/epoch" in line for line in lines) and any("GFLOP/s" in line for line in lines)

@@ -17,6 +17,9 @@ epoch of 4,800 clips at batch 480):
   classified per second;
 * preparation throughput (seconds of music per second of wall time) on
   generated tracks of several minutes, with its peak memory;
+* peak memory against track length: one stereo 44.1 kHz track of 5, 40 and
+  120 minutes through the streamed file -> clips path, each in a fresh
+  process (flat: the decode holds a window, not the track);
 * the device, threads, torch version and the machine's load, because on a
   shared machine the figures are only as good as the quiet they were taken in.
 
@@ -60,10 +63,12 @@ class BenchSizes:
     prep_tracks: int = 4
     prep_seconds: float = 240.0                     #: length of each generated track
     music_seconds: float = 1200.0                   #: decoded music classified for the throughput
+    memory_minutes: tuple[float, ...] = (5.0, 40.0, 120.0)   #: stereo 44.1 kHz tracks for peak memory vs length
 
 
 QUICK = BenchSizes(clips=16, batch=8, epochs=2, warmup_steps=1, infer_batches=(4, 8), infer_clips=8,
-                   matmul_n=256, prep_tracks=2, prep_seconds=70.0, music_seconds=20.0)
+                   matmul_n=256, prep_tracks=2, prep_seconds=70.0, music_seconds=20.0,
+                   memory_minutes=(1.2, 2.4))
 
 
 # ----------------------------------------------------------------------------
@@ -218,6 +223,34 @@ def _prepare_child(data: str, out: str, jobs: int) -> dict:
             "workers_peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
+def _write_long_track(path: Path, minutes: float, sr: int = 44_100) -> None:
+    """A stereo 16-bit FLAC of ``minutes`` (tones and a little noise), written 10 s at a time."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    n = int(minutes * 60 * sr)
+    with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16", format="FLAC") as f:
+        for lo in range(0, n, 10 * sr):
+            t = np.arange(lo, min(n, lo + 10 * sr)) / sr
+            f0 = 220 * 2 ** ((lo // (10 * sr)) % 12 / 12)
+            y = np.stack([0.3 * np.sin(2 * np.pi * f0 * t), 0.25 * np.sin(2 * np.pi * 1.5 * f0 * t)], 1)
+            f.write((y + 0.01 * rng.standard_normal(y.shape)).astype(np.float32))
+
+
+def _track_memory_child(path: str) -> dict:
+    """Peak resident memory of the one file -> clips path on one long track (streamed, clips discarded)."""
+    from .audio import decode_track, thesis_clips
+
+    before = _peak_rss_mb()
+    t0 = time.perf_counter()
+    n = 0
+    with decode_track(path) as track:
+        for batch in thesis_clips(track):
+            n += len(batch)
+    return {"clips": n, "wall_seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": before}
+
+
 def _compose_tracks(root: Path, n: int, seconds: float, sr: int = 11_025) -> float:
     """Write ``n`` generated tracks of ``seconds`` (both styles) as FLAC; return total music seconds."""
     import soundfile as sf
@@ -342,6 +375,18 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         log(f"preparation: {sizes.prep_tracks} tracks of {sizes.prep_seconds:.0f} s with {jobs} jobs in "
             f"{prep['wall_seconds']:.1f} s = {prep['music_seconds_per_second']:.0f} s of music per second; "
             f"peak RSS {prep['peak_rss_mb']:.0f} MB (main), {prep['workers_peak_rss_mb']:.0f} MB (largest worker)")
+
+        result["memory_vs_length"] = []
+        for minutes in sizes.memory_minutes:
+            long_track = tmp / f"mix_{minutes:g}min.flac"
+            _write_long_track(long_track, minutes)
+            r = run(_track_memory_child, str(long_track))
+            long_track.unlink()
+            r.update(minutes=minutes, music_seconds_per_second=minutes * 60 / r["wall_seconds"])
+            result["memory_vs_length"].append(r)
+            log(f"one {minutes:g}-minute stereo 44.1 kHz track -> {r['clips']} clips: peak RSS "
+                f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB before decoding), "
+                f"{r['music_seconds_per_second']:.0f} s of music per second")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
