@@ -10,9 +10,11 @@ inspect its results. ``THESIS_BOOK_OUT`` keeps the build in a given folder;
 from __future__ import annotations
 
 import functools
+import html as html_lib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,7 +80,7 @@ def test_fixed_facts_are_printed_and_checked_by_nbval(built):
     paths = []
     for chapter, expected in facts.items():
         nb = executed(built, chapter)
-        checked = [c for c in nb.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source]
+        checked = [c for c in nb.cells if c.cell_type == "code" and "nbval-check-output" in c.metadata.get("tags", [])]
         assert checked, chapter
         text = "".join(o.get("text", "") for c in checked for o in c.outputs)
         for fact in expected:
@@ -108,6 +110,82 @@ def test_html_has_every_chapter(built):
         text = (html / "book" / f"{chapter}.html").read_text()
         assert "|---|" not in text and "| ---: |" not in text, chapter
     assert (html / "book" / "04_training.html").read_text().count("<table") >= 3
+
+
+# ----------------------------------------------------------------------------
+# Honesty of the built pages (issue 11)
+# ----------------------------------------------------------------------------
+
+MACHINE_PATH = re.compile(r"(/root/|/home/|/tmp/|\.cache/|/work/)")
+"""Paths of the machine that built the book: never on a page."""
+TABLE_CHARS = 130
+"""Widest table a page column holds: the sum of each column's longest cell, in characters."""
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+
+
+def _visible_text(page: str) -> str:
+    """The page's text as a reader sees it: no scripts, styles, embedded data or tags."""
+    page = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", page)
+    page = re.sub(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+", " ", page)
+    page = re.sub(r"(?s)<[^>]+>", " ", page)
+    return html_lib.unescape(page)
+
+
+def _article(page: str) -> str:
+    m = re.search(r'(?s)<article class="bd-article".*?</article>', page)
+    return m.group(0) if m else page
+
+
+def _table_width(table: str) -> int:
+    widths: dict[int, int] = {}
+    for row in re.findall(r"(?s)<tr\b.*?</tr>", table):
+        for k, cell in enumerate(re.findall(r"(?s)<t[hd]\b.*?</t[hd]>", row)):
+            widths[k] = max(widths.get(k, 0), len(" ".join(_visible_text(cell).split())))
+    return sum(widths.values())
+
+
+def test_pages_show_no_markers_paths_or_overwide_tables(built):
+    for chapter in CHAPTERS:
+        page = _article((built / "html" / "book" / f"{chapter}.html").read_text())
+        text = _visible_text(page)
+        assert "NBVAL" not in text, (chapter, "a test marker is shown to readers")
+        m = MACHINE_PATH.search(text)
+        assert m is None, (chapter, "a machine path is shown", text[max(0, m.start() - 80): m.end() + 80])
+        assert "{glue" not in text, (chapter, "an unresolved glue role")
+        assert "# Parameters of this chapter" not in text, (chapter, "the parameters cell is shown")
+        for table in re.findall(r"(?s)<table\b.*?</table>", page):
+            assert _table_width(table) <= TABLE_CHARS, (chapter, _table_width(table), _visible_text(table)[:300])
+
+
+def test_glued_numbers_are_computed_and_on_the_page(built):
+    """Every {glue} role of a chapter names a value its run glued, and chapter 6 quotes measured numbers."""
+    glued_pages = 0
+    for chapter in CHAPTERS:
+        nb = executed(built, chapter)
+        glued = {o.metadata["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code"
+                 for o in c.outputs if "scrapbook" in o.get("metadata", {})}
+        used = {k for c in nb.cells if c.cell_type == "markdown" for k in GLUE_ROLE.findall(c.source)}
+        assert used <= glued, (chapter, sorted(used - glued))
+        if used:
+            glued_pages += 1
+            text = _visible_text(_article((built / "html" / "book" / f"{chapter}.html").read_text()))
+            assert re.search(r"\d", text)
+    assert glued_pages >= 1
+    nb = executed(built, "06_dreaming")
+    assert {"best_conv3_corr", "best_conv1_envelope_corr", "old_iters"} <= {
+        o.metadata["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code"
+        for o in c.outputs if "scrapbook" in o.get("metadata", {})}
+
+
+def test_honesty_checks_catch_what_they_look_for():
+    """The checks above fail on the things they exist to catch."""
+    assert _table_width("<table><tr><th>" + "x" * 200 + "</th></tr></table>") > TABLE_CHARS
+    assert _table_width("<table><tr><th>a</th><th>bb</th></tr><tr><td>ccc</td><td>d</td></tr></table>") == 5
+    assert MACHINE_PATH.search(_visible_text("<p>net from /root/.cache/thesis_lib/book/abc</p>"))
+    assert "NBVAL" in _visible_text("<pre># NBVAL_CHECK_OUTPUT</pre>")
+    assert not MACHINE_PATH.search(_visible_text('<img src="data:image/png;base64,AAAA/root/x"/>'))
+    assert GLUE_ROLE.findall("corr {glue:text}`best_conv3_corr:.2f` and {glue:md}`best_name`") == [
+        "best_conv3_corr", "best_name"]
 
 
 @pytest.fixture(scope="session")

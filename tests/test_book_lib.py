@@ -79,6 +79,48 @@ def test_frequency_response_of_a_known_filter():
     assert rows[0]["mean abs weight"] > 4 * rows[2]["mean abs weight"]  # Glorot: more inputs, smaller weights
 
 
+def test_dc_gain_and_weight_change_and_shared_filter_scale():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, avg = frequency_response(np.array([[[0.5, 0.5]]]), 8000.0, n_fft=512)     # low-pass: DC above the mean
+    _, diff = frequency_response(np.array([[[0.5, -0.5]]]), 8000.0, n_fft=512)   # high-pass: DC blocked
+    assert book.dc_gain_db(avg)[0] > 3 and book.dc_gain_db(diff)[0] < -30
+    stats = [{"net": "a", "layer": "conv1", "mean abs weight": 1.16},
+             {"net": "b", "layer": "conv1", "mean abs weight": 1.0}]
+    assert book.weight_change(stats, "a", "b") == {"conv1": pytest.approx(0.16)}
+    torch.manual_seed(0)
+    small, large = StyleNet(), StyleNet()
+    with torch.no_grad():
+        large.conv("conv2").weight.mul_(3)
+    limit = book.filter_limit([small, large], "conv2")
+    assert limit == pytest.approx(float(large.conv("conv2").weight.detach().abs().max()))
+    fig = book.plot_filters(small, "conv2", limit=limit)
+    assert fig.axes[0].get_ylim()[1] >= limit and fig.axes[0].get_ylim()[1] < 1.1 * limit
+    assert fig.axes[0].get_ylabel() == "weight" and fig.axes[4].get_xlabel().startswith("tap")
+    plt.close(fig)
+
+
+def test_players_play_as_received_or_renormalised():
+    import base64
+    import io
+
+    import soundfile as sf
+
+    y = 0.3 * np.sin(np.linspace(0, 200, 8000)).astype(np.float32)
+
+    def peak_of(html):
+        b64 = html.split("base64,")[1].split('"')[0]
+        return float(np.abs(sf.read(io.BytesIO(base64.b64decode(b64)))[0]).max())
+
+    assert peak_of(book.audio_html(y)) == pytest.approx(0.9, abs=1e-3)
+    assert peak_of(book.audio_html(y, peak=None)) == pytest.approx(0.3, abs=1e-3)
+    with pytest.raises(ValueError, match="full scale"):
+        book.audio_html(2 * y / 0.3, peak=None)
+
+
 def test_markdown_table_formats_floats_and_keeps_columns():
     text = book.markdown_table([{"a": 1, "b": 0.123456}, {"a": "x", "b": 2.0}])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| x | 2 |"]

@@ -222,6 +222,11 @@ def test_dream_figures(net):
     for fig in (plots.plot_signals(signals, "waveform"), plots.plot_signals(signals, "spectrogram")):
         assert len(fig.axes) >= 2
         plt.close(fig)
+    fig = plots.spectrogram(clip)                    # with its dB colour bar
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "power (dB)"
+    lo, hi = fig.axes[0].collections[0].get_clim()
+    assert hi - lo == plots.SPECTROGRAM_RANGE_DB
+    plt.close(fig)
     freqs, resp = filter_responses(model)
     fig = figures.filter_responses_and_dreams(freqs, resp, [clip] * 8)
     assert len(fig.axes) == 16
@@ -307,11 +312,12 @@ def test_thesis_observations_criteria():
     heard = {"conv1": {"corr": 0.05, "envelope_corr": -0.1, "centroid_hz": 3000.0},
              "conv2": {"corr": 0.2, "envelope_corr": -0.6, "centroid_hz": 1500.0},
              "conv3": {"corr": 0.6, "envelope_corr": 0.8, "centroid_hz": 400.0}}
-    assert thesis_observations(heard, 600.0) == {"conv1": True, "conv2": True, "conv3": True}
+    assert thesis_observations(heard, 600.0) == dict.fromkeys(CRITERIA, True)
     opposite = {"conv1": {"corr": 0.9, "envelope_corr": 0.9, "centroid_hz": 900.0},
                 "conv2": {"corr": 0.1, "envelope_corr": 0.3, "centroid_hz": 900.0},
                 "conv3": {"corr": 0.05, "envelope_corr": 0.8, "centroid_hz": 900.0}}
-    assert thesis_observations(opposite, 600.0) == {"conv1": False, "conv2": False, "conv3": False}
-    assert set(CRITERIA) == set(THESIS_HEARD) == {"conv1", "conv2", "conv3"}
+    assert thesis_observations(opposite, 600.0) == {"conv1": False, "conv2": False, "conv3 outline": True,
+                                                     "conv3 fundamentals": False}
+    assert {k.split()[0] for k in CRITERIA} == set(THESIS_HEARD) == {"conv1", "conv2", "conv3"}
     a = chord()
     assert correlation(a, a) > 0.999 and correlation(a, -a) < -0.999 and correlation(a, np.zeros_like(a)) == 0.0

@@ -52,16 +52,29 @@ def waveform(y: np.ndarray, sample_rate: int = THESIS.sample_rate, title: str = 
     return fig
 
 
+SPECTROGRAM_RANGE_DB = 80.0
+"""Colour range of every spectrogram: from the loudest cell down this many dB."""
+
+
 def spectrogram(y: np.ndarray, sample_rate: int = THESIS.sample_rate, title: str = "", ax=None,
-                n_fft: int = 512, overlap: float = 0.5) -> Figure:
-    """Log-magnitude spectrogram; the thesis used a 512-sample window and 50 % overlap."""
+                n_fft: int = 512, overlap: float = 0.5, colorbar: bool = True) -> Figure:
+    """Log-power spectrogram with a dB colour bar; the thesis used a 512-sample window and 50 % overlap.
+
+    Power is in dB relative to a full-scale sine (a sine of amplitude 1 gives
+    about -3 dB in its bin); the colours span :data:`SPECTROGRAM_RANGE_DB`
+    below the loudest cell, so two spectrograms of one page read alike.
+    """
     from scipy.signal import spectrogram as _spec
 
     fig = ax.figure if ax is not None else plt.subplots(figsize=(7, 2.6))[0]
     ax = ax if ax is not None else fig.axes[0]
     f, t, s = _spec(y, fs=sample_rate, nperseg=n_fft, noverlap=int(n_fft * overlap), scaling="spectrum")
-    ax.pcolormesh(t, f, 10 * np.log10(s + 1e-12), shading="auto", cmap="magma")
+    db = 10 * np.log10(s + 1e-12)
+    top = float(db.max())
+    mesh = ax.pcolormesh(t, f, db, shading="auto", cmap="magma", vmin=top - SPECTROGRAM_RANGE_DB, vmax=top)
     ax.set(xlabel="time (s)", ylabel="frequency (Hz)", title=title)
+    if colorbar:
+        fig.colorbar(mesh, ax=ax, label="power (dB)", pad=0.01)
     return fig
 
 

@@ -24,8 +24,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
              "track_path"),
     "display": ("STATIC_ENV", "in_colab", "static_build", "HTML", "audio_html", "player", "players",
                 "markdown_table", "figure_html", "signal_panel"),
-    "figures": ("RESPONSE_FFT", "network_table", "filter_stats", "plot_filters", "plot_preparation",
-                "plot_responses"),
+    "figures": ("RESPONSE_FFT", "network_table", "filter_stats", "dc_gain_db", "weight_change", "filter_limit",
+                "plot_filters", "plot_preparation", "plot_responses"),
     "timing": ("exp_timing", "epoch_timing"),
     "widgets": (), "build": (), "sphinxext": (),
 })

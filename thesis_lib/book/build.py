@@ -81,8 +81,28 @@ def execute(nb: Path, parameters: dict, timeout: int | None = None, log=print) -
     pm.execute_notebook(str(nb), str(nb), parameters=params, kernel_name="python3", cwd=str(nb.parent),
                         progress_bar=False, log_output=False, execution_timeout=timeout)
     seconds = time.perf_counter() - t0
+    hide_parameters(nb)
     log(f"  {nb.name}: {seconds:.1f} s {params or ''}")
     return seconds
+
+
+HIDDEN_TAGS = ("parameters", "injected-parameters")
+"""Cells the pages never show: the parameters and what papermill injected (the notebooks keep them)."""
+
+
+def hide_parameters(nb_path: Path) -> None:
+    """Tag the parameters cell and papermill's injected one ``remove-cell``, so no page opens with code above its title."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if any(t in tags for t in HIDDEN_TAGS) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            changed = True
+    if changed:
+        nbformat.write(nb, nb_path)
 
 
 def build_html(src: Path, out: Path) -> Path:

@@ -48,9 +48,11 @@ class HTML:
 
 
 def audio_html(y: np.ndarray, sample_rate: int = THESIS.sample_rate, label: str = "",
-               max_seconds: float | None = 6.0) -> str:
-    """An ``<audio>`` player with the clip embedded as a 16-bit WAV data URI, peak 0.9.
+               max_seconds: float | None = 6.0, peak: float | None = THESIS.peak) -> str:
+    """An ``<audio>`` player with the clip embedded as a 16-bit WAV data URI, renormalised to ``peak``.
 
+    ``peak=None`` plays the samples as they are (as the network receives
+    them; a signal beyond full scale is refused rather than clipped).
     ``max_seconds`` keeps pages small (longer signals are cut). The element
     carries ``data-seconds`` (its length), which the browser test compares
     with the duration the browser decodes.
@@ -62,21 +64,25 @@ def audio_html(y: np.ndarray, sample_rate: int = THESIS.sample_rate, label: str 
         y = y[: int(max_seconds * sample_rate)]
     if y.size == 0:
         raise ValueError("empty signal: nothing to play")
-    b64 = base64.b64encode(wav_bytes(y, sample_rate)).decode("ascii")
+    if peak is None and float(np.max(np.abs(y))) > 1.0:
+        raise ValueError("a signal beyond full scale cannot be played as it is; give a peak")
+    b64 = base64.b64encode(wav_bytes(y, sample_rate, peak)).decode("ascii")
     seconds = y.size / sample_rate
     cap = f'<div class="tl-audio-label">{html.escape(label)}</div>' if label else ""
     return (f'<div class="tl-audio">{cap}<audio controls preload="auto" data-seconds="{seconds:.4f}" '
             f'src="data:audio/wav;base64,{b64}"></audio></div>')
 
 
-def player(y: np.ndarray, sample_rate: int = THESIS.sample_rate, label: str = "") -> HTML:
+def player(y: np.ndarray, sample_rate: int = THESIS.sample_rate, label: str = "",
+           peak: float | None = THESIS.peak) -> HTML:
     """:func:`audio_html` as a displayable object (the last line of a cell shows it)."""
-    return HTML(audio_html(y, sample_rate, label))
+    return HTML(audio_html(y, sample_rate, label, peak=peak))
 
 
-def players(clips: dict[str, np.ndarray], sample_rate: int = THESIS.sample_rate) -> HTML:
-    """Several labelled players side by side."""
-    inner = "".join(audio_html(y, sample_rate, label) for label, y in clips.items())
+def players(clips: dict[str, np.ndarray], sample_rate: int = THESIS.sample_rate,
+            peak: float | None = THESIS.peak) -> HTML:
+    """Several labelled players side by side (each renormalised to ``peak``; ``None``: as they are)."""
+    inner = "".join(audio_html(y, sample_rate, label, peak=peak) for label, y in clips.items())
     return HTML(f'<div class="tl-players" style="display:flex;flex-wrap:wrap;gap:1em">{inner}</div>')
 
 

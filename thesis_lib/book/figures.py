@@ -27,8 +27,18 @@ def network_table(cfg: ThesisConfig = THESIS) -> list[dict]:
     return rows
 
 
+def dc_gain_db(db: np.ndarray) -> np.ndarray:
+    """Per filter: its gain at 0 Hz minus its mean gain over all frequencies, in dB.
+
+    Positive: the filter passes the signal's slow average (DC) more than its
+    typical frequency, i.e. it leans low-pass; negative: it blocks DC.
+    """
+    db = np.atleast_2d(db)
+    return db[:, 0] - db.mean(axis=1)
+
+
 def filter_stats(models: dict, cfg: ThesisConfig = THESIS) -> list[dict]:
-    """Mean absolute weight and dominant frequency per layer for each named model."""
+    """Per layer of each named model: weight sizes, median peak frequency and median DC gain (:func:`dc_gain_db`)."""
     rows = []
     rates = cfg.input_rates()
     for name, model in models.items():
@@ -38,22 +48,41 @@ def filter_stats(models: dict, cfg: ThesisConfig = THESIS) -> list[dict]:
             peaks = f[np.argmax(db, axis=1)]
             rows.append({"net": name, "layer": CONV_LAYERS[i], "mean abs weight": float(np.abs(w).mean()),
                          "max abs weight": float(np.abs(w).max()),
-                         "median peak frequency (Hz)": float(np.median(peaks))})
+                         "median peak frequency (Hz)": float(np.median(peaks)),
+                         "median DC gain (dB)": float(np.median(dc_gain_db(db))),
+                         "input rate (Hz)": float(rates[i])})
     return rows
 
 
-def plot_filters(model, layer: str, title: str = ""):
+def weight_change(stats: list[dict], a: str, b: str) -> dict[str, float]:
+    """Per layer, ``|mean abs weight of a / that of b − 1|``: how much net ``a``'s weights differ in size from ``b``'s."""
+    by = {(r["net"], r["layer"]): r["mean abs weight"] for r in stats}
+    return {layer: abs(by[a, layer] / by[b, layer] - 1) for (net, layer) in by if net == a}
+
+
+def filter_limit(models, layer: str) -> float:
+    """The largest absolute weight of ``layer`` over several models: one y-scale for panels compared side by side."""
+    return max(float(np.abs(m.conv(layer).weight.detach().cpu().numpy()).max()) for m in models)
+
+
+def plot_filters(model, layer: str, title: str = "", limit: float | None = None):
     """The 8 filters of one convolution (thesis Figures 24-26): one panel per filter,
-    one line per input channel."""
+    one line per input channel; ``limit`` fixes the y-range to ±limit (see :func:`filter_limit`)."""
     import matplotlib.pyplot as plt
 
     conv = model.conv(layer)
     w = conv.weight.detach().cpu().numpy()
-    fig, axes = plt.subplots(2, 4, figsize=(9, 3.4), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, 4, figsize=(9, 3.6), sharex=True, sharey=True)
     for k, ax in enumerate(axes.flat[: w.shape[0]]):
         ax.plot(w[k].T, lw=0.7)
         ax.set_title(f"{layer} filter {k + 1}", fontsize=8)
         ax.tick_params(labelsize=7)
+    if limit is not None:
+        axes[0, 0].set_ylim(-1.05 * limit, 1.05 * limit)
+    for ax in axes[1]:
+        ax.set_xlabel("tap (input sample)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("weight", fontsize=8)
     fig.suptitle(title or f"{layer}: {w.shape[0]} filters of length {w.shape[2]} "
                           f"({w.shape[1]} input channel{'s' if w.shape[1] > 1 else ''})", fontsize=10)
     fig.tight_layout()
