@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 
 from dream_support import FEW, chord, clip_of, random_net, trained
-from thesis_lib.dream.audio_style import (AUDIO_STYLE, griffin_lim, net_style_transfer, spectral_convergence, stft,
-                                    stft_style_transfer)
+from thesis_lib.dream.audio_style import (AUDIO_STYLE, compare_style_transfer, griffin_lim, net_style_transfer,
+                                          spectral_convergence, stft, stft_style_transfer)
 from thesis_lib.cli import main
 from thesis_lib.config import THESIS
 from thesis_lib.dream import DreamError
@@ -86,6 +86,22 @@ def test_gatys_lowers_both_losses_and_gram_capacity_is_36_per_layer(net):
         gatys_transfer(model, content, style, iterations=1, init="zeros", progress=False)
 
 
+def test_gram_separability_refuses_one_style_and_measures_a_real_difference():
+    """Clips of one style gave a silent 0 (chapter 7 took the first test clips of a split sorted by style)."""
+    model = random_net(seed=3)
+    quiet = np.stack([0.1 * chord(seed=k) for k in range(4)]).astype(np.float32)
+    with pytest.raises(DreamError, match="at least two styles"):
+        gram_separability(model, quiet, np.zeros(4, int))
+    with pytest.raises(DreamError, match="labels"):
+        gram_separability(model, quiet, np.array([0, 1]))
+    same = gram_separability(model, np.concatenate([quiet, quiet]), np.array([0] * 4 + [1] * 4))
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in same.values())  # same clips under two names
+    loud = gram_separability(model, np.concatenate([quiet, 8 * quiet]), np.array([0] * 4 + [1] * 4))
+    assert all(v > 1 for v in loud.values()), loud  # loudness moves every Gram entry more than the noise does
+    three = gram_separability(model, np.concatenate([quiet, 4 * quiet, 8 * quiet]), np.repeat([0, 1, 2], 4))
+    assert set(three) == set(loud) and all(np.isfinite(v) and v > 0 for v in three.values())
+
+
 # --- class steering --------------------------------------------------------------
 
 def test_steering_raises_the_target_probability(net):
@@ -135,6 +151,24 @@ def test_net_style_transfer_uses_the_same_losses_on_the_net():
                            progress=False)
     assert r.content_loss_after + r.style_loss_after < r.content_loss_before + r.style_loss_before
     assert r.metrics["gram_numbers"] == 108 and audio_problems(r.audio) == []
+
+
+def test_compare_style_transfer_gives_rows_and_results_for_every_method():
+    model = random_net(0)
+    content, style = chord(seed=0), chord(seed=1)[::-1].copy()
+    gatys = gatys_transfer(model, content, style, iterations=2, balanced=True, progress=False)
+    results = {}
+    rows = compare_style_transfer(model, content, style, TINY_STFT, progress=False, others=(gatys,),
+                                  results=results)
+    assert list(rows) == ["content (unchanged)", "style clip", "ulyanov-lebedev-stft", "ul-losses-thesis-net",
+                          "gatys-thesis-net"]
+    assert set(results) == set(list(rows)[2:]) and results["gatys-thesis-net"] is gatys
+    assert rows["content (unchanged)"]["envelope_corr"] == pytest.approx(1.0)
+    assert rows["content (unchanged)"]["content_ltas_db"] < 1e-9 and rows["style clip"]["style_ltas_db"] < 1e-9
+    for method, r in results.items():
+        assert {"style_ltas_db", "envelope_corr", "flatness", "seconds"} <= set(rows[method])
+        assert audio_problems(r.audio) == [], method
+    assert compare_style_transfer(model, content, style, TINY_STFT, progress=False).keys() == set(list(rows)[:4])
 
 
 # --- CLI ---------------------------------------------------------------------------

@@ -212,18 +212,25 @@ def net_style_transfer(model: StyleNet, content: np.ndarray, style: np.ndarray,
 
 
 def compare_style_transfer(model: StyleNet, content: np.ndarray, style: np.ndarray,
-                           cfg: AudioStyleConfig = AUDIO_STYLE, progress: bool = True) -> dict[str, dict]:
+                           cfg: AudioStyleConfig = AUDIO_STYLE, progress: bool = True,
+                           others: tuple[StyleTransferResult, ...] = (),
+                           results: dict[str, StyleTransferResult] | None = None) -> dict[str, dict]:
     """Random-filter STFT against the trained net, plus the inputs themselves as reference rows.
 
-    Each row has the neutral measures of :func:`thesis_lib.dream.transform.judge`;
-    the rows ``content`` and ``style`` show what "no change" and "perfect
-    style" score.
+    Each row has the neutral measures of :func:`thesis_lib.dream.transform.judge`
+    and the seconds taken; the rows ``content`` and ``style`` show what "no
+    change" and "perfect style" score. ``others`` are results computed
+    elsewhere (e.g. :func:`~thesis_lib.dream.transform.gatys_transfer`),
+    added as rows of their own; ``results``, when given, is filled with every
+    result by method name, so a caller can play the audio.
     """
     c, s = np.asarray(content, np.float32), np.asarray(style, np.float32)
     rows = {"content (unchanged)": judge(c, c, s), "style clip": judge(s, c, s)}
     for result in (stft_style_transfer(c, s, cfg, device_of(model), progress),
-                   net_style_transfer(model, c, s, cfg, progress=progress)):
+                   net_style_transfer(model, c, s, cfg, progress=progress), *others):
         rows[result.method] = {**result.metrics, "seconds": result.seconds}
+        if results is not None:
+            results[result.method] = result
     return rows
 
 

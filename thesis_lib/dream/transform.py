@@ -242,13 +242,25 @@ def gram_separability(model: StyleNet, clips: np.ndarray, labels: np.ndarray,
     """Can the Gram matrices tell the styles apart? Between-style over within-style spread, per layer.
 
     For each layer, the normalised Gram vectors (upper triangle, divided by
-    the output length) of every clip; the ratio of the distance between the
-    two style means to the mean distance of clips to their own style mean.
-    Near or below 1: the Gram "style" of a clip says little about its style.
+    the output length, ``log1p``) of every clip; the ratio of the mean
+    distance between the styles' mean vectors (every pair of styles) to the
+    mean distance of clips to their own style's mean. Near or below 1: the
+    Gram "style" of a clip says little about its style; well above 1: the
+    styles' Gram matrices differ by more than clips of one style do.
+
+    ``labels`` must hold at least two styles with a clip each: with one style
+    there is no "between" (an unbalanced slice such as the first clips of a
+    split sorted by style gave a silent 0 before).
     """
     freeze(model)
     device = device_of(model)
     labels = np.asarray(labels)
+    styles = np.unique(labels)
+    if len(labels) != len(clips):
+        raise DreamError(f"{len(clips)} clips but {len(labels)} labels")
+    if len(styles) < 2:
+        raise DreamError("gram_separability needs clips of at least two styles; got only "
+                         f"{styles.tolist()} (take clips of every style, not the first of a sorted split)")
     out = {}
     with torch.no_grad():
         feats = model.features(torch.as_tensor(np.asarray(clips, np.float32), device=device), layers)
@@ -258,9 +270,10 @@ def gram_separability(model: StyleNet, clips: np.ndarray, labels: np.ndarray,
         iu = torch.triu_indices(g.shape[1], g.shape[1])
         v = g[:, iu[0], iu[1]].cpu().numpy()
         v = np.log1p(np.maximum(v, 0))
-        means = [v[labels == k].mean(0) for k in np.unique(labels)]
-        within = np.mean([np.linalg.norm(v[labels == k] - m, axis=1).mean() for k, m in zip(np.unique(labels), means)])
-        between = np.linalg.norm(means[0] - means[-1])
+        means = [v[labels == k].mean(0) for k in styles]
+        within = np.mean([np.linalg.norm(v[labels == k] - m, axis=1).mean() for k, m in zip(styles, means)])
+        between = np.mean([np.linalg.norm(means[i] - means[j])
+                           for i in range(len(means)) for j in range(i + 1, len(means))])
         out[name] = float(between / max(within, 1e-12))
     return out
 
