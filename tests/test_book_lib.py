@@ -55,6 +55,8 @@ def test_trained_model_trains_once_then_reuses_the_cached_run():
     with pytest.raises(ValueError):
         again.test_clip("jazz")
     assert any(r["path"] == str(again.path) for r in book.finished_runs(small=True))
+    mine = next(r for r in book.finished_runs(small=True) if r["path"] == str(again.path))
+    assert mine["impl"] in ("fast", "reference") and mine["train_clips"] == len(again.split.train)
     assert not any(r["path"] == str(again.path) for r in book.finished_runs(small=False))
 
 
@@ -130,6 +132,9 @@ def test_markdown_table_formats_floats_and_keeps_columns():
 def test_epoch_and_exp_timings_are_positive():
     assert book.exp_timing("cpu", 1000, 5) > 0
     assert book.epoch_timing(1, batch_size=2) > 0
+    assert book.epoch_timing(1, batch_size=2, impl="reference") > 0 and book.epoch_timing(1, batch_size=2, impl="fast") > 0
+    with pytest.raises(ValueError, match="impl"):
+        book.epoch_timing(1, batch_size=2, impl="fastest")
 
 
 def test_two_chapters_asking_at_once_train_the_run_only_once(monkeypatch, tmp_path):
@@ -160,3 +165,13 @@ def test_two_chapters_asking_at_once_train_the_run_only_once(monkeypatch, tmp_pa
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(errors) == 3
+
+
+def test_h100_figures_shown_by_chapter_8_are_the_readmes():
+    """Chapter 8 shows the H100 epoch times as measured elsewhere; they must be the README's, not retyped."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    gpu = readme[readme.index("## GPU"):]
+    for seconds in book.H100_SECONDS_PER_EPOCH.values():
+        assert f"| {seconds:.3f} |" in gpu, seconds

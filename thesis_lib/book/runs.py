@@ -182,7 +182,9 @@ def finished_runs(small: bool | None = None) -> list[dict]:
         except (OSError, ValueError):
             continue
         rows.append({"path": str(done.parent), "split": info.get("split"), "device": m.get("device"),
-                     "epochs": len(m.get("epochs", [])), "seconds_per_epoch": m.get("seconds_per_epoch"),
+                     "impl": m.get("impl", "reference"), "epochs": len(m.get("epochs", [])),
+                     "train_clips": m.get("n_train"),
+                     "seconds_per_epoch": m.get("seconds_per_epoch"),
                      "test_accuracy": m.get("test_accuracy")})
     return rows
 
