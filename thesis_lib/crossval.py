@@ -22,7 +22,6 @@ mean and the spread over folds.
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict
@@ -135,17 +134,7 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "crossval.json").write_text(json.dumps(_clean(report), indent=1, ensure_ascii=False))
+        from .train import jsonable
+
+        (out / "crossval.json").write_text(json.dumps(jsonable(report), indent=1, ensure_ascii=False))
     return report
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    return obj

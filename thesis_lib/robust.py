@@ -213,7 +213,7 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     from .checkpoint import save_model
     from .data import label_of
     from .runtime import select_device
-    from .train import TrainResult, _jsonable, _run_facts, evaluate
+    from .train import TrainResult, _run_facts, evaluate, jsonable
 
     if settings.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {settings.model!r}")
@@ -241,8 +241,8 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
                    selected_epoch=chosen[-1] if chosen else len(history))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        save_model(model, split.styles, out / "model.pt", metrics=_jsonable(metrics), settings=asdict(settings))
-        (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+        save_model(model, split.styles, out / "model.pt", metrics=jsonable(metrics), settings=asdict(settings))
+        (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1))
     return TrainResult(model, metrics, out, history)
 
 
@@ -256,8 +256,8 @@ def train_any(ds: PreparedDataset, split: Split, settings, out: str | Path | Non
         result = train(ds, split, settings, out, cfg, progress, log)
         result.metrics.update(model="thesis", recipe="thesis")
         if result.out is not None:
-            from .train import _jsonable
-            (result.out / "metrics.json").write_text(json.dumps(_jsonable(result.metrics), indent=1))
+            from .train import jsonable
+            (result.out / "metrics.json").write_text(json.dumps(jsonable(result.metrics), indent=1))
         return result
     if settings.recipe not in ("thesis", "robust"):
         raise ValueError(f"recipe must be 'thesis' or 'robust', not {settings.recipe!r}")

@@ -222,8 +222,8 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     metrics = {**evaluate(model, ds, split.test, y_test, split.styles, settings.test_batch_size, device),
                **_run_facts(ds, split, settings, device, history)}
     if out is not None:
-        save_model(model, split.styles, out / "model.pt", metrics=_jsonable(metrics), settings=asdict(settings))
-        (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+        save_model(model, split.styles, out / "model.pt", metrics=jsonable(metrics), settings=asdict(settings))
+        (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1))
     distributed.teardown(own_group)
     return TrainResult(model, metrics, out, history)
 
@@ -298,11 +298,12 @@ def _run_facts(ds: PreparedDataset, split: Split, settings: TrainSettings, devic
     }
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``obj`` with numpy scalars as Python numbers and non-finite floats as ``None`` (JSON has no NaN)."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, (np.integer, np.floating)):
