@@ -17,8 +17,8 @@ NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
-def test_there_are_eight_chapters_and_the_toc_lists_exactly_them():
-    assert len(NOTEBOOKS) == 8
+def test_there_are_nine_chapters_and_the_toc_lists_exactly_them():
+    assert len(NOTEBOOKS) == 9
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     listed = [toc["root"]] + [c["file"] for c in toc["chapters"]]
     for f in listed:

@@ -221,6 +221,11 @@ def test_crossval_never_tests_a_training_track(three_styles, tmp_path, monkeypat
     assert np.asarray(saved["track_confusion"]).sum() == len(three_styles.tracks)
     assert saved["clip_accuracy_mean"] == pytest.approx(np.mean([f["clip_accuracy"] for f in saved["folds"]]))
     assert saved["settings"]["model"] == "baseline" and rep["folds_k"] == 3
+    votes = [r for f in saved["folds"] for r in f["track_predictions"]]   # every track voted once
+    assert sorted(r["track"] for r in votes) == sorted(three_styles.tracks)
+    assert sum(r["style"] != r["predicted"] for r in votes) == \
+        np.asarray(saved["track_confusion"]).sum() - np.trace(saved["track_confusion"])
+    assert all(0 <= r["clip_accuracy"] <= 1 and r["clips"] > 0 for r in votes)
 
 
 def test_crossval_warns_about_few_test_tracks(toy_prepared, tmp_path):

@@ -16,7 +16,9 @@ mean and the spread over folds.
   vote per track (mean probability over its clips: track accuracy);
 * ``crossval.json`` holds every fold's accuracies and test tracks, the means
   and (population) standard deviations, the confusion matrices summed over
-  folds, the settings and the seconds each fold took.
+  folds, the settings and the seconds each fold took; each fold lists its
+  test tracks' votes (:func:`track_predictions`), so the tracks it gets wrong
+  can be named.
 """
 
 from __future__ import annotations
@@ -69,6 +71,20 @@ def _track_votes(probs: np.ndarray, labels: np.ndarray, tracks: np.ndarray, k: i
     return conf, float(np.mean(hits)) if hits else float("nan")
 
 
+def track_predictions(probs: np.ndarray, labels: np.ndarray, tracks: np.ndarray, styles: list[str],
+                      names: list[str]) -> list[dict]:
+    """One row per test track: its true and voted style, the vote's mean probability, its clips' accuracy."""
+    rows = []
+    for t in np.unique(tracks):
+        sel = tracks == t
+        mean = probs[sel].mean(0)
+        p = int(mean.argmax())
+        rows.append({"track": names[int(t)], "style": styles[int(labels[sel][0])], "predicted": styles[p],
+                     "probability": float(mean[p]), "clips": int(sel.sum()),
+                     "clip_accuracy": float(np.mean(probs[sel].argmax(1) == labels[sel]))})
+    return rows
+
+
 def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | None = None,
              progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Cross-validate ``settings`` (a :class:`~thesis_lib.train.TrainSettings`) on ``ds``; see the module doc."""
@@ -112,12 +128,13 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
         clip_conf += np.asarray(m["confusion"])
         tconf, tacc = _track_votes(probs, labels, ds.track_of[split.test], k)
         track_conf += tconf
+        predictions = track_predictions(probs, labels, ds.track_of[split.test], styles, ds.tracks)
         results.append({"fold": f + 1, "clip_accuracy": m["test_accuracy"], "track_accuracy": tacc,
                         "test_loss": m["test_loss"], "seconds": seconds,
                         "n_train_tracks": int(len(train_tracks)), "n_train_clips": int(len(split.train)),
                         "n_test_clips": int(len(split.test)),
                         "test_tracks": [ds.tracks[t] for t in test_tracks],
-                        "selected_epoch": m.get("selected_epoch")})
+                        "selected_epoch": m.get("selected_epoch"), "track_predictions": predictions})
         log(f"fold {f + 1}/{folds}: clip accuracy {m['test_accuracy']:.3f}, track accuracy {tacc:.3f}, "
             f"{seconds:.0f} s")
     clip = np.array([r["clip_accuracy"] for r in results])

@@ -5,6 +5,7 @@ Modules, one idea each:
 * :mod:`~thesis_lib.book.runs` -- the built-in data and trained nets, cached (:func:`trained_model`);
 * :mod:`~thesis_lib.book.display` -- audio players, HTML pieces, Markdown tables, embedded figures;
 * :mod:`~thesis_lib.book.figures` -- the chapters' figures and tables of the network;
+* :mod:`~thesis_lib.book.realmusic` -- chapter 4b's real music: cross-validation (cached), wrong tracks, the leak;
 * :mod:`~thesis_lib.book.timing` -- chapter 8's micro-benchmarks;
 * :mod:`~thesis_lib.book.widgets` -- controls that work in the static book and in a kernel;
 * :mod:`~thesis_lib.book.build` -- executes the chapters and builds the HTML
@@ -27,5 +28,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "figures": ("RESPONSE_FFT", "network_table", "filter_stats", "dc_gain_db", "weight_change", "filter_limit",
                 "plot_filters", "plot_preparation", "plot_responses"),
     "timing": ("exp_timing", "epoch_timing", "H100_SECONDS_PER_EPOCH"),
-    "widgets": (), "build": (), "sphinxext": (),
+    "widgets": (), "build": (), "sphinxext": (), "realmusic": (),
 })

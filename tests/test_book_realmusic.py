@@ -1,0 +1,80 @@
+"""Chapter 4b's library (thesis_lib.book.realmusic): cached cross-validation, wrong tracks, the leak splits."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from thesis_lib.book import realmusic
+from thesis_lib.config import TrainSettings
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("THESIS_LIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_compared_settings_are_the_thesis_train_defaults_and_baseline():
+    full = realmusic.compared_settings(False)
+    assert [s.model for s in full.values()] == ["thesis", "mel", "baseline"]
+    thesis, mel, base = full.values()
+    assert (thesis.learning_rate, thesis.batch_size, thesis.epochs, thesis.recipe) == (0.01, 480, 20, "thesis")
+    assert mel == TrainSettings.recommended() and base == TrainSettings.recommended("baseline")
+    small = realmusic.compared_settings(True)
+    assert all(s.epochs == 2 for s in small.values()) and list(small.values())[0].batch_size == 8
+    assert all(s.epochs == 3 for s in realmusic.compared_settings(False, epochs=3).values())
+
+
+def test_cache_key_covers_data_settings_and_folds_not_device(toy_prepared):
+    s = TrainSettings.recommended("baseline")
+    k = realmusic.cache_key(toy_prepared, s, {"folds": 2})
+    assert k == realmusic.cache_key(toy_prepared, replace(s, device="cpu", impl="fast"), {"folds": 2})
+    assert k != realmusic.cache_key(toy_prepared, replace(s, seed=1), {"folds": 2})
+    assert k != realmusic.cache_key(toy_prepared, s, {"folds": 3})
+
+
+def test_cached_crossval_runs_once_and_names_the_wrong_tracks(toy_prepared, cache):
+    s = replace(TrainSettings.recommended("baseline"), device="cpu")
+    rep, reused = realmusic.cached_crossval(toy_prepared, s, 2)
+    assert not reused and any("test track" in w for w in rep["warnings"])
+    again, reused = realmusic.cached_crossval(toy_prepared, s, 2)
+    assert reused and again["clip_accuracy_mean"] == pytest.approx(rep["clip_accuracy_mean"])
+    assert len(list((cache / "book").glob("cv-*/cv.json"))) == 1
+    # a report with one wrong track, surest first
+    fake = {"folds": [{"fold": 1, "track_predictions": [
+        {"track": "a/x.wav", "style": "a", "predicted": "b", "probability": 0.6, "clips": 2, "clip_accuracy": 0.0},
+        {"track": "a/y.wav", "style": "a", "predicted": "a", "probability": 0.9, "clips": 2, "clip_accuracy": 1.0}]},
+        {"fold": 2, "track_predictions": [
+        {"track": "b/z.wav", "style": "b", "predicted": "a", "probability": 0.8, "clips": 1, "clip_accuracy": 0.0}]}]}
+    assert [(r["track"], r["fold"]) for r in realmusic.wrong_tracks(fake)] == [("b/z.wav", 2), ("a/x.wav", 1)]
+    n_wrong = np.asarray(rep["track_confusion"]).sum() - np.trace(rep["track_confusion"])
+    assert len(realmusic.wrong_tracks(rep)) == n_wrong
+    row = realmusic.crossval_table({"base": rep})[0]
+    assert row["model and settings"] == "base" and "±" in row["clip accuracy"]
+    clip = realmusic.track_clip(toy_prepared, toy_prepared.tracks[0])
+    assert clip.shape == toy_prepared.clips.shape[1:] and clip.dtype == np.float32
+
+
+def test_leak_splits_hold_out_tracks_or_clips_alike(toy_prepared):
+    ds = toy_prepared
+    by_track, by_clip = realmusic.leak_splits(ds, seed=0, folds=2)
+    for sp in (by_track, by_clip):
+        assert not np.intersect1d(sp.train, sp.test).size and len(sp.train) + len(sp.test) == len(ds)
+    assert not np.intersect1d(ds.track_of[by_track.train], ds.track_of[by_track.test]).size
+    assert np.array_equal(np.bincount(ds.style_of[by_track.test], minlength=len(ds.styles)),
+                          np.bincount(ds.style_of[by_clip.test], minlength=len(ds.styles)))
+    assert (by_track.mode, by_clip.mode) == ("track", "clip")
+
+
+def test_leak_comparison_is_cached(toy_prepared, cache):
+    s = replace(TrainSettings.recommended("baseline"), device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res, reused = realmusic.leak_comparison(toy_prepared, s, 2)
+    assert not reused and len(res["runs"]) == 4 and res["track"]["shared"] == 0
+    assert 0 <= res["clip"]["mean"] <= 1 and res["seeds"] == 2
+    assert realmusic.leak_comparison(toy_prepared, s, 2)[1]

@@ -1,0 +1,183 @@
+"""Chapter 4b's real music: the data, three models cross-validated (cached), the tracks they get wrong, the leak.
+
+* :func:`music_data` opens the reader's folder or the free collection (built
+  with :func:`thesis_lib.free_music.build_collection` when missing), or, in
+  ``small`` mode, the built-in synthetic data;
+* :func:`compared_settings` are the three contenders: the thesis net with the
+  thesis's settings, ``train``'s default (the log-mel CNN, robust recipe) and
+  the log-mel baseline;
+* :func:`cached_crossval` runs :func:`thesis_lib.crossval.crossval` once per
+  data, settings and folds and keeps the report in
+  ``default_cache_dir()/book/cv-<key>/crossval.json`` (file-locked, as the
+  book's trained runs are), so a second build takes seconds;
+* :func:`crossval_table` and :func:`wrong_tracks` summarise the reports;
+* :func:`leak_comparison` trains on the same data split by track and by clip
+  (same test clips per style), over a few seeds, also cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..config import TrainSettings
+from ..data import PreparedDataset, Split, default_cache_dir, prepare_dataset
+from . import runs
+
+CACHE_FORMAT = "book-crossval/2"
+"""Part of every cache key; bump it when what is cached changes (2: per-track votes)."""
+
+NOT_IN_KEY = ("device", "impl")
+"""Settings that change where and how fast a run goes, not its result."""
+
+
+def music_data(data: str | None, small: bool, build: bool = True, progress: bool = False,
+               log=print) -> tuple[PreparedDataset, bool]:
+    """The chapter's data and whether it is real music.
+
+    ``small`` (CI: no network) always gives the built-in synthetic data. Otherwise
+    ``data`` (``~`` expanded) is prepared (cached); a missing folder is built as
+    the free collection when ``build`` is true.
+    """
+    if small:
+        return runs.dataset(True), False
+    path = Path(os.path.expanduser(str(data)))
+    if not path.exists():
+        if not build:
+            raise FileNotFoundError(f"{data}: no such folder (build the free collection with "
+                                    f"`python -m thesis_lib free-music --out {data}`)")
+        from ..free_music import build_collection
+
+        log(f"building the free collection in {data} (apt-get download, about 0.84 GB of .deb files, cached)")
+        build_collection(path, progress=progress)
+    return prepare_dataset(path, progress=progress), True
+
+
+def compared_settings(small: bool, epochs: int | None = None, seed: int = 0,
+                      device: str = "auto") -> dict[str, TrainSettings]:
+    """The three contenders, by display name; ``small`` shrinks epochs (and the thesis's batch)."""
+    over = {"seed": seed, "device": device}
+    if small or epochs:
+        over["epochs"] = epochs or runs.SMALL_EPOCHS
+    thesis = TrainSettings.thesis(**over, **({"batch_size": runs.SMALL_BATCH} if small else {}))
+    return {"thesis net, thesis settings": thesis,
+            "log-mel CNN, train's defaults": TrainSettings.recommended(**over),
+            "log-mel baseline": TrainSettings.recommended("baseline", **over)}
+
+
+def data_key(ds: PreparedDataset) -> str:
+    """The prepared data's own key (its files and pre-processing), from ``index.json``."""
+    return json.loads((Path(ds.path) / "index.json").read_text())["key"]
+
+
+def cache_key(ds: PreparedDataset, settings: TrainSettings, what: dict) -> str:
+    """Key of a cached result: the data, every setting that changes the result, and ``what`` was run."""
+    s = {k: v for k, v in asdict(settings).items() if k not in NOT_IN_KEY}
+    blob = json.dumps({"format": CACHE_FORMAT, "data": data_key(ds), "settings": s, **what}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _cached(name: str, key: str, compute) -> tuple[dict, bool]:
+    out = default_cache_dir() / "book" / f"{name}-{key}"
+    done = out / f"{name}.json"
+    if done.is_file():
+        return json.loads(done.read_text()), True
+    with runs._lock(out.with_name(out.name + ".lock")):   # two notebooks asking at once compute it once
+        if done.is_file():
+            return json.loads(done.read_text()), True
+        from ..train import jsonable
+
+        result = jsonable(compute())
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+        tmp.replace(done)
+    return result, False
+
+
+def cached_crossval(ds: PreparedDataset, settings: TrainSettings, folds: int, log=None) -> tuple[dict, bool]:
+    """:func:`thesis_lib.crossval.crossval` of ``settings`` on ``ds``, from the cache or run now; (report, reused).
+
+    The report's ``warnings`` lists what crossval warned (a style with few test tracks, say).
+    """
+    from ..crossval import crossval
+
+    def compute() -> dict:
+        with warnings.catch_warnings(record=True) as caught:   # kept in the report, not printed
+            warnings.simplefilter("always")
+            rep = crossval(ds, settings, folds, progress=log is not None, log=log or (lambda m: None))
+        rep["warnings"] = sorted({str(w.message) for w in caught})
+        return rep
+
+    return _cached("cv", cache_key(ds, settings, {"folds": folds}), compute)
+
+
+def crossval_table(reports: dict[str, dict]) -> list[dict]:
+    """One row per model: clip and track accuracy as mean ± spread over folds, and seconds per training."""
+    return [{"model and settings": name,
+             "clip accuracy": f"{r['clip_accuracy_mean']:.3f} ± {r['clip_accuracy_std']:.3f}",
+             "track accuracy": f"{r['track_accuracy_mean']:.3f} ± {r['track_accuracy_std']:.3f}",
+             "seconds per training": round(r["seconds_per_fold"], 1 if r["seconds_per_fold"] < 10 else None)}
+            for name, r in reports.items()]
+
+
+def wrong_tracks(report: dict) -> list[dict]:
+    """The tracks a cross-validation voted wrong (each tested once, by the model of its fold), surest first."""
+    rows = [{**r, "fold": f["fold"]} for f in report["folds"] for r in f.get("track_predictions", [])
+            if r["predicted"] != r["style"]]
+    return sorted(rows, key=lambda r: -r["probability"])
+
+
+def track_clip(ds: PreparedDataset, track_name: str) -> np.ndarray:
+    """The middle clip of a track, by name (float32 samples)."""
+    t = ds.tracks.index(track_name)
+    rows = np.flatnonzero(ds.track_of == t)
+    return np.array(ds.clips[rows[len(rows) // 2]], dtype=np.float32)
+
+
+def leak_splits(ds: PreparedDataset, seed: int, folds: int = 4) -> tuple[Split, Split]:
+    """A split by track (one fold of :func:`~thesis_lib.crossval.track_folds`) and one by clip with as many test clips per style."""
+    from ..crossval import track_folds
+
+    styles = [s for s, n in ds.clips_per_style().items() if n > 0]
+    test_tracks = track_folds(ds.track_style, folds, seed)[0]
+    by_track_test = np.flatnonzero(np.isin(ds.track_of, test_tracks))
+    rng = np.random.default_rng(seed)
+    by_clip_test = np.concatenate([
+        rng.choice(np.flatnonzero(ds.style_of == s), int(np.sum(ds.style_of[by_track_test] == s)), replace=False)
+        for s in np.unique(ds.style_of)])
+    everything = np.arange(len(ds))
+    return (Split(np.setdiff1d(everything, by_track_test), np.sort(by_track_test), styles, "track", []),
+            Split(np.setdiff1d(everything, by_clip_test), np.sort(by_clip_test), styles, "clip", []))
+
+
+def leak_comparison(ds: PreparedDataset, settings: TrainSettings, seeds: int, log=None) -> tuple[dict, bool]:
+    """Test accuracy of ``settings`` on :func:`leak_splits` for seeds ``0..seeds-1``, cached; (result, reused).
+
+    The result has ``runs`` (seed, split, clip accuracy, share of test clips whose
+    track is also in training) and per split the mean and spread over seeds.
+    """
+    from ..robust import train_any
+
+    def compute() -> dict:
+        rows = []
+        for seed in range(seeds):
+            for sp in leak_splits(ds, seed):
+                r = train_any(ds, sp, replace(settings, seed=seed), out=None, progress=False,
+                              log=log or (lambda m: None))
+                shared = np.isin(ds.track_of[sp.test], ds.track_of[sp.train]).mean()
+                rows.append({"seed": seed, "split": sp.mode, "test clips": int(len(sp.test)),
+                             "accuracy": float(r.metrics["test_accuracy"]), "shared": float(shared)})
+        summary = {k: {"mean": float(np.mean([r["accuracy"] for r in rows if r["split"] == k])),
+                       "std": float(np.std([r["accuracy"] for r in rows if r["split"] == k])),
+                       "shared": float(np.mean([r["shared"] for r in rows if r["split"] == k]))}
+                   for k in ("track", "clip")}
+        return {"runs": rows, **summary, "model": settings.model, "seeds": seeds}
+
+    return _cached("leak", cache_key(ds, settings, {"seeds": seeds}), compute)
