@@ -11,6 +11,8 @@ Modules, one idea each:
   ``½ Σ y²`` with L-BFGS-B, DeepDream's ascent, guided dreams, random-net and
   filter controls);
 * :mod:`~thesis_lib.dream.transform` -- inversion, Gatys style transfer, class steering;
+* :mod:`~thesis_lib.dream.effects` -- effect steering: a differentiable gain/EQ/drive/compressor
+  chain's parameters optimised toward a style, judged by a second model;
 * :mod:`~thesis_lib.dream.audio_style` -- style transfer on STFT features;
 * :mod:`~thesis_lib.dream.measures` -- neutral measures of the audio produced;
 * :mod:`~thesis_lib.dream.figures` -- their figures;
@@ -28,10 +30,11 @@ from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "settings": ("DreamConfig", "DREAM", "METHODS", "DreamError", "TransformConfig", "TRANSFORM",
+                 "EffectsConfig", "EFFECTS",
                  "AudioStyleConfig", "AUDIO_STYLE"),
     "base": ("check_clip", "finish_audio", "freeze", "LbfgsOutcome", "cpu_threads", "minimize_lbfgs"),
     "layers": ("load_clip", "Objective", "layer_objective", "guide_objective", "objective_value",
                "DreamResult", "maximize_lbfgs", "maximize_ascent", "stop_reason", "LBFGS_PGTOL", "dream", "guided_dream", "dream_layers",
                "random_net_like", "filter_responses", "response_agreement", "filter_dreams"),
-    "transform": (), "audio_style": (), "measures": (), "figures": (), "report": (), "cli": (),
+    "transform": (), "effects": (), "audio_style": (), "measures": (), "figures": (), "report": (), "cli": (),
 })

@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .settings import AUDIO_STYLE, DREAM, METHODS, TRANSFORM, DreamError
+from .settings import AUDIO_STYLE, DREAM, EFFECTS, METHODS, TRANSFORM, DreamError
 
 OUTPUT_SUFFIXES = (".wav", ".flac")
 """Formats written (16-bit PCM); soundfile's OGG writer is unreliable on long files."""
@@ -68,19 +68,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-net", action="store_true",
                    help="control: dream on an untrained net of the same architecture instead")
 
-    p = sub.add_parser("transform", help="inversion, Gatys style transfer or class steering on a trained net",
+    p = sub.add_parser("transform", help="inversion, Gatys style transfer, class or effect steering on a trained net",
                        description="invert: rebuild the clip from noise out of LAYER's output and report SNR and "
                                    "spectral distance. gatys: content of --clip, Gram style of --style, on the "
-                                   "thesis net. steer: push the clip toward --target's class with a content term.")
+                                   "thesis net. steer: push the clip's samples toward --target's class with a "
+                                   "content term. effects: find the gain, EQ, drive and compressor settings that "
+                                   "make the net hear --target (an audible change), scored by --judge, a second "
+                                   "model the search never sees.")
     p.set_defaults(handler=cmd_transform)
     _common(p)
-    p.add_argument("--mode", required=True, choices=("invert", "gatys", "steer"))
+    p.add_argument("--mode", required=True, choices=("invert", "gatys", "steer", "effects"))
     p.add_argument("--layer", default="conv1", help="invert: layer whose output is matched (default conv1)")
     p.add_argument("--style", type=Path, default=None, help="gatys: audio whose style is wanted")
-    p.add_argument("--target", default=None, help="steer: style name to push toward (default: the other one)")
+    p.add_argument("--target", default=None, help="steer, effects: style name to push toward (default: the other one)")
+    p.add_argument("--judge", type=Path, default=None,
+                   help="effects: a second trained model (train --model mel|baseline|thesis) that scores the "
+                        "clip before and after; the transformation counts only when it agrees")
+    p.add_argument("--penalty", type=float, default=EFFECTS.penalty,
+                   help=f"effects: weight of the parameters' distance from neutral (default {EFFECTS.penalty:g})")
     p.add_argument("--balanced", action="store_true", help="gatys: weigh style and content equally at the start")
     p.add_argument("--iterations", type=int, default=None,
-                   help=f"L-BFGS-B iterations (default {TRANSFORM.iterations}; steer {TRANSFORM.steer_iterations})")
+                   help=f"L-BFGS-B iterations (default {TRANSFORM.iterations}; steer {TRANSFORM.steer_iterations}; "
+                        f"effects {EFFECTS.iterations})")
 
     p = sub.add_parser("style-transfer", help="audio style transfer with random STFT filters (Ulyanov & Lebedev)",
                        description="Re-sound the content clip with the style clip's timbre: log-magnitude STFT, "
@@ -173,8 +182,12 @@ def cmd_transform(a: argparse.Namespace) -> int:
     from .transform import gatys_transfer, invert, steer
 
     out = _output_path(a.out)
+    if a.judge is not None and a.mode != "effects":
+        raise DreamError(f"--judge scores effect steering only (--mode effects), not --mode {a.mode}")
     model, styles = _load(a)
     clip = load_clip(a.clip, a.offset, model.cfg)
+    if a.mode == "effects":
+        return _effects(a, model, styles, clip, out)
     if a.mode == "invert":
         r = invert(model, clip, a.layer, a.iterations or TRANSFORM.iterations, progress=not a.quiet)
         title = (f"inversion from {a.layer}: feature distance {r.distance_before:.4g} -> {r.distance_after:.4g}; "
@@ -199,6 +212,45 @@ def cmd_transform(a: argparse.Namespace) -> int:
     write_wav(out, r.audio, model.cfg.sample_rate)
     write_wav(_companion(out, "original"), clip, model.cfg.sample_rate)
     _report(f"{title}\nwrote {out} and {_companion(out, 'original')}", r.summary(), a.json)
+    return 0
+
+
+def _effects(a: argparse.Namespace, model, styles: list[str], clip, out: Path) -> int:
+    """``transform --mode effects``: effect steering of one clip, judged by ``--judge`` when given."""
+    import torch
+
+    from ..audio import write_wav
+    from ..runtime import device_of
+    from .effects import Judge, effect_steer
+
+    judge = Judge.load(a.judge, device_of(model)) if a.judge is not None else None
+    with torch.no_grad():
+        predicted = int(model.predict_proba(torch.as_tensor(clip, device=device_of(model))[None]).argmax())
+    target = _target_index(a.target, styles, predicted)
+    if judge is not None:
+        judge.index(styles[target])      # refuse a judge without the target before the search, not after
+    r = effect_steer(model, clip, target, a.iterations or EFFECTS.iterations, a.penalty, judge, styles,
+                     progress=not a.quiet)
+    name = styles[target]
+    lines = [f"effects toward {name}: {r.iterations} L-BFGS-B iterations in {r.seconds:.1f} s",
+             f"parameters: {r.words}",
+             "  " + ", ".join(f"{k} {v:.2f}" for k, v in r.params.items()),
+             f"net:   p({name}) {r.p_target_before:.3f} -> {r.p_target_after:.3f}, predicted "
+             f"{styles[r.predicted_before]} -> {styles[r.predicted_after]}" + (" (flipped)" if r.flipped else "")]
+    if judge is not None:
+        js = judge.styles
+        lines.append(f"judge: p({name}) {r.judge_p_target_before:.3f} -> {r.judge_p_target_after:.3f}, predicted "
+                     f"{js[r.judge_predicted_before]} -> {js[r.judge_predicted_after]}"
+                     + (" (agrees: flipped)" if r.judge_flipped else "") + f" [{judge.name}]")
+    m = r.measures
+    lines.append(f"measures (loudness-matched, both at peak {model.cfg.peak}): loudness change "
+                 f"{m['loudness_change_db']:+.1f} dB, SNR {m['snr_db']:.1f} dB, spectral distance "
+                 f"{m['spectral_distance_db']:.1f} dB, long-term spectrum {m['ltas_db']:.1f} dB, envelope "
+                 f"correlation {m['envelope_corr']:.2f}")
+    write_wav(out, r.audio, model.cfg.sample_rate)
+    write_wav(_companion(out, "original"), r.original, model.cfg.sample_rate)
+    lines.append(f"wrote {out} and {_companion(out, 'original')}")
+    _report("\n".join(lines), r.summary(), a.json)
     return 0
 
 

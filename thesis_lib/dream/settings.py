@@ -79,6 +79,22 @@ TRANSFORM = TransformConfig()
 
 
 @dataclass(frozen=True)
+class EffectsConfig:
+    """Defaults of effect steering (:mod:`thesis_lib.dream.effects`): an audible effect chain's parameters optimised."""
+
+    iterations: int = 40                      #: L-BFGS-B iterations over the effect parameters
+    penalty: float = 1.0                      #: weight of Σ((p - neutral) / range)², each parameter's move as a share of its range
+    eq_bands_hz: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)  #: EQ band centres (octaves)
+    eq_width_octaves: float = 0.5             #: std of each EQ band's bump on a log-frequency axis
+    compressor_window_ms: float = 10.0        #: RMS window of the compressor's level detector
+    compressor_smooth_ms: float = 50.0        #: smoothing of the compressor's gain (its attack and release)
+    compressor_knee_db: float = 6.0           #: softness of the compressor's knee
+
+
+EFFECTS = EffectsConfig()
+
+
+@dataclass(frozen=True)
 class AudioStyleConfig:
     """Defaults of the STFT style transfer; the paper's values scaled to 8 kHz where they differ.
 
@@ -116,4 +132,4 @@ class DreamError(ValueError):
     """A dreaming request that cannot be carried out; the message says why."""
 
 
-__all__ = ["DreamError", "DreamConfig", "DREAM", "METHODS", "TransformConfig", "TRANSFORM", "AudioStyleConfig", "AUDIO_STYLE"]
+__all__ = ["DreamError", "DreamConfig", "DREAM", "METHODS", "TransformConfig", "TRANSFORM", "EffectsConfig", "EFFECTS", "AudioStyleConfig", "AUDIO_STYLE"]

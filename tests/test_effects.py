@@ -1,0 +1,162 @@
+"""Effect steering (issue 14, part 1): the differentiable chain, the judge, the comparison and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dream_support import chord, clip_of, random_net, trained
+from thesis_lib.cli import main
+from thesis_lib.config import THESIS
+from thesis_lib.dream import DreamError
+from thesis_lib.dream.effects import (EffectChain, Judge, change_measures, compare_steering, comparison_markdown,
+                                      compressor, describe_parameters, drive, effect_steer, equalizer, gain,
+                                      parameters, peak_normalise)
+from thesis_lib.dream.measures import audio_problems
+
+ITER = 6
+
+
+@pytest.fixture(scope="module")
+def net(toy_prepared):
+    return trained(toy_prepared)
+
+
+@pytest.fixture(scope="module")
+def judge(net):
+    """The log-mel baseline fitted on the toy clips: another front end, fitted in well under a second."""
+    from thesis_lib.baseline import LogMelBaseline
+
+    _, styles, ds = net
+    labels = np.array([styles.index(ds.styles[s]) for s in ds.style_of])
+    return Judge(LogMelBaseline(len(styles)).fit(np.array(ds.clips, np.float32), labels), styles, "baseline")
+
+
+def test_neutral_chain_is_the_identity_and_extremes_stay_finite():
+    x = torch.as_tensor(chord())
+    chain = EffectChain()
+    assert len(chain.params) == len(set(chain.names)) >= 10
+    y = chain.apply(x, chain.vector({}))
+    assert torch.allclose(y, peak_normalise(x), atol=1e-5)
+    for stage_out in (gain(x[None], torch.tensor(0.0)), drive(x[None], torch.tensor(12.0), torch.tensor(0.0)),
+                      compressor(x[None], torch.tensor(-30.0), torch.tensor(1.0), THESIS.sample_rate),
+                      equalizer(x[None], torch.zeros(6), chain.weights, chain.pad)):
+        assert torch.allclose(stage_out[0], x, atol=1e-5)
+    for corner in (chain.low, chain.high):
+        z = chain.apply(x, corner)
+        assert torch.isfinite(z).all() and abs(float(z.abs().max()) - 0.9) < 1e-5
+    with pytest.raises(DreamError, match="unknown effect parameters"):
+        chain.vector({"reverb": 1.0})
+
+
+def test_every_stage_is_differentiable_with_finite_gradients():
+    chain = EffectChain()
+    x = torch.as_tensor(chord())
+    mid = torch.tensor([(p.low + p.high) / 2 for p in chain.params], requires_grad=True)
+    (g,) = torch.autograd.grad((chain.apply(x, mid) ** 2).mean() + chain.apply(x, mid)[:4000].sum(), mid)
+    assert torch.isfinite(g).all() and (g != 0).sum() >= len(chain.params) - 1
+    u = torch.full((len(chain.params),), 0.5, requires_grad=True)
+    (gu,) = torch.autograd.grad(chain.apply(x, chain.from_unit(u)).pow(3).sum(), u)
+    assert torch.isfinite(gu).all()
+
+
+def test_effects_audibly_change_the_clip_and_are_described_in_words():
+    chain = EffectChain()
+    x = torch.as_tensor(chord())
+    values = {"drive_db": 20.0, "drive_mix": 0.7, "ratio": 4.0, "threshold_db": -20.0,
+              "eq_100Hz_db": -6.0, "eq_1.6kHz_db": 6.0}
+    y = chain.apply(x, chain.vector(values)).numpy()
+    m = change_measures(y, chain.apply(x, chain.vector({})).numpy())
+    assert m["snr_db"] < 15 and m["spectral_distance_db"] > 3 and m["loudness_change_db"] > 1
+    words = describe_parameters({**{p.name: p.neutral for p in parameters()}, **values})
+    assert "+20 dB drive (mix 70 %)" in words and "-6 dB below 100 Hz" in words and "+6 dB around 1.6 kHz" in words
+    assert "compression 4.0:1 above -20 dB" in words
+    assert describe_parameters({p.name: p.neutral for p in parameters()}).startswith("no audible change")
+
+
+def test_effect_steering_raises_the_target_within_bounds_and_the_judge_is_not_consulted(net, judge):
+    model, styles, ds = net
+    clip = clip_of(ds, "low")
+    target = styles.index("high")
+    calls = []
+    handle = judge.model.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    try:
+        r = effect_steer(model, clip, target, ITER, judge=judge, styles=styles, progress=False)
+    finally:
+        handle.remove()
+    assert calls == [False, False]          # the clip and the result, never inside the search
+    assert r.p_target_after > r.p_target_before
+    for p in parameters():
+        assert p.low - 1e-5 <= r.params[p.name] <= p.high + 1e-5, p.name
+    assert audio_problems(r.audio) == [] and audio_problems(r.original) == []
+    assert r.judge_p_target_before is not None and r.judge_flipped in (True, False)
+    assert {"loudness_change_db", "snr_db", "spectral_distance_db", "ltas_db", "envelope_corr"} <= set(r.measures)
+    assert isinstance(r.summary()["words"], str)
+    # A huge penalty keeps every control at neutral: the result is the clip.
+    still = effect_steer(model, clip, target, 2, penalty=1e6, progress=False)
+    assert still.measures["snr_db"] > 30 and still.words.startswith("no audible change")
+
+
+def test_bad_input_is_refused_clearly(net, judge):
+    model, styles, ds = net
+    clip = clip_of(ds, "low")
+    with pytest.raises(DreamError, match="out of range"):
+        effect_steer(model, clip, 7, 1, progress=False)
+    with pytest.raises(DreamError, match="penalty"):
+        effect_steer(model, clip, 1, 1, penalty=-1, progress=False)
+    with pytest.raises(DreamError, match="style names"):
+        effect_steer(model, clip, 1, 1, judge=judge, progress=False)
+    with pytest.raises(DreamError, match="does not know the style"):
+        effect_steer(model, clip, 1, 1, judge=Judge(judge.model, ["jazz", "pop"]), styles=styles, progress=False)
+    with pytest.raises(DreamError, match="samples"):
+        effect_steer(model, clip[:100], 1, 1, progress=False)
+
+
+def test_compare_steering_reports_both_kinds_side_by_side(net, judge):
+    model, styles, ds = net
+    clips = np.stack([clip_of(ds, "low", 0), clip_of(ds, "low", 1)])
+    summary, verdicts = compare_steering(model, styles, clips, styles.index("high"), judge, steer_iterations=2,
+                                         effect_iterations=2, progress=False)
+    for kind in ("samples", "effects"):
+        row = summary[kind]
+        assert row["clips"] == 2 and len(verdicts[kind]) == 2
+        assert 0 <= row["both_flipped"] <= min(row["net_flipped"], row["judge_flipped"])
+        assert {"net_flip_rate", "judge_flip_rate", "mean_snr_db", "mean_envelope_corr",
+                "mean_loudness_change_db", "mean_spectral_distance_db"} <= set(row)
+    assert "effect chain" in comparison_markdown(summary) and summary["target"] == "high"
+    with pytest.raises(DreamError, match="at least one clip"):
+        compare_steering(model, styles, clips[:0], 1, judge, progress=False)
+
+
+def test_effects_cli_prints_parameters_and_both_models(net, judge, tmp_path, capsys):
+    from thesis_lib.checkpoint import save_model
+
+    model, styles, ds = net
+    path = save_model(model, styles, tmp_path / "model.pt")
+    judge_path = save_model(judge.model, styles, tmp_path / "judge.pt")
+    sf.write(tmp_path / "a.wav", np.concatenate([clip_of(ds, "low"), clip_of(ds, "low", 1)[:8000]]), THESIS.sample_rate)
+    common = ["--model", str(path), "--clip", str(tmp_path / "a.wav"), "--quiet", "--iterations", "2",
+              "--mode", "effects"]
+    assert main(["transform", *common, "--target", "high", "--out", str(tmp_path / "fx.wav"),
+                 "--judge", str(judge_path)]) == 0
+    out = capsys.readouterr().out
+    assert "effects toward high" in out and "parameters:" in out and "judge" in out and "SNR" in out
+    for name in ("fx.wav", "fx_original.wav"):
+        info = sf.info(tmp_path / name)
+        assert info.subtype == "PCM_16" and info.frames == THESIS.clip_samples, name
+    assert main(["transform", *common, "--out", str(tmp_path / "fx2.wav")]) == 0      # no judge: the other style
+    assert "judge" not in capsys.readouterr().out
+    assert main(["transform", *common, "--target", "jazz", "--out", str(tmp_path / "s.wav")]) == 1
+    assert "not a style of this model" in capsys.readouterr().err
+    assert main(["transform", *common, "--judge", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "s.wav")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["transform", "--mode", "invert", "--judge", str(judge_path), "--model", str(path), "--clip",
+                 str(tmp_path / "a.wav"), "--out", str(tmp_path / "s.wav"), "--quiet"]) == 1
+    assert "--judge" in capsys.readouterr().err
+
+
+def test_random_net_chain_runs_on_a_synthetic_chord():
+    r = effect_steer(random_net(0), chord(), 1, 2, progress=False)
+    assert np.isfinite(r.p_target_after) and audio_problems(r.audio) == []
