@@ -104,6 +104,20 @@ def training_flops(cfg: ThesisConfig = THESIS, batch: int = THESIS.batch_size, n
 # ----------------------------------------------------------------------------
 
 def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    """Peak resident memory of this process (or of its waited-for children) in MB.
+
+    For this process, Linux's ``VmHWM`` is read where it exists: ``getrusage``'s
+    ``ru_maxrss`` survives ``execve``, so a spawned child would report its
+    parent's peak at the moment it was forked (seen here: every memory-against-
+    length row read the 1 GB of the training runs before it).
+    """
+    if who == resource.RUSAGE_SELF:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
     kb = resource.getrusage(who).ru_maxrss        # kilobytes on Linux, bytes on macOS
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
 
