@@ -156,27 +156,39 @@ def _single_channel_backward(x, w, dy, s, need_x, need_w):
     return dx, dw
 
 
+def frame_shaped(conv: nn.Conv1d) -> bool:
+    """Whether both fast paths can rewrite ``conv``: filter length a multiple of the stride
+    (``k = m*s``), no padding, no dilation, one group."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    return k % s == 0 and conv.padding[0] == 0 and conv.dilation[0] == 1 and conv.groups == 1
+
+
 def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """``conv(x)`` through :class:`StridedConv1d` where its shapes allow, else the plain module."""
-    s, k = conv.stride[0], conv.kernel_size[0]
-    if (k % s or conv.padding[0] or conv.dilation[0] != 1 or conv.groups != 1 or x.device.type != "cpu"):
+    """``conv(x)`` through :class:`StridedConv1d` on CPUs where its shapes allow, else the plain module."""
+    if not frame_shaped(conv) or x.device.type != "cpu":
         return conv(x)
-    return StridedConv1d.apply(x, conv.weight, conv.bias, s)
+    return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0])
+
+
+def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None) -> torch.Tensor:
+    """``model(x)`` for a StyleNet, each convolution computed as ``conv(h, module)`` and, when
+    ``norm`` is given, each batch norm as ``norm(h, module)``; the model's own parameters."""
+    h = x.unsqueeze(1) if x.dim() == 2 else x
+    for module in model.body.children():
+        if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
+            h = conv(h, module[0])
+            for rest in list(module)[1:]:
+                h = rest(h)
+        elif norm is not None and isinstance(module, nn.BatchNorm1d):
+            h = norm(h, module)
+        else:
+            h = module(h)
+    return model.out(model.fc(h.flatten(1)))
 
 
 def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` computed with the fast convolutions; same parameters, same result."""
-    if x.dim() == 2:
-        x = x.unsqueeze(1)
-    h = x
-    for name, module in model.body.named_children():
-        if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
-            h = conv1d(h, module[0])
-            for rest in list(module)[1:]:
-                h = rest(h)
-        else:
-            h = module(h)
-    return model.out(model.fc(h.flatten(1)))
+    return forward_with(model, x, conv1d)
 
 
 class FastStyleNet(nn.Module):
@@ -186,12 +198,14 @@ class FastStyleNet(nn.Module):
     the wrapped model, whose ``state_dict`` is what gets saved.
     """
 
+    forward_fn = staticmethod(fast_forward)
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.net = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fast_forward(self.net, x)
+        return self.forward_fn(self.net, x)
 
 
 IMPLS = ("auto", "fast", "reference")
@@ -307,31 +321,20 @@ def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     return x * scale[None, :, None] + (bn.bias - mean * scale)[None, :, None]
 
 
+def _phase_or_plain(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    return phase_conv1d(h, conv) if frame_shaped(conv) else conv(h)
+
+
 def phase_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` for a :class:`~thesis_lib.model.StyleNet` through :func:`phase_conv1d` and
     :func:`plain_batch_norm`; the model's own parameters and buffers, the same result."""
-    h = x.unsqueeze(1) if x.dim() == 2 else x
-    for module in model.body.children():
-        if isinstance(module, nn.BatchNorm1d):
-            h = plain_batch_norm(h, module)
-            continue
-        conv, rest = module[0], list(module)[1:]
-        k, s = conv.kernel_size[0], conv.stride[0]
-        h = phase_conv1d(h, conv) if k % s == 0 and conv.padding[0] == 0 and conv.groups == 1 else conv(h)
-        for r in rest:
-            h = r(h)
-    return model.out(model.fc(h.flatten(1)))
+    return forward_with(model, x, _phase_or_plain, plain_batch_norm)
 
 
-class PhaseStyleNet(nn.Module):
+class PhaseStyleNet(FastStyleNet):
     """Wraps a StyleNet so that calling it runs :func:`phase_forward` (same parameters, no copies)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.net = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return phase_forward(self.net, x)
+    forward_fn = staticmethod(phase_forward)
 
 
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:
