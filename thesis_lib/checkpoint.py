@@ -189,8 +189,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
 
     Any model ``train --model`` writes loads (the thesis's StyleNet, the log-mel
     MelNet, the log-mel baseline). ``require="StyleNet"`` refuses the others
-    with a clear message (dreaming needs the thesis net).
+    with a clear message (dreaming needs the thesis net). ``pretrained:NAME``
+    loads a net shipped with the package (:mod:`thesis_lib.pretrained`).
     """
+    from .pretrained import resolve
+
+    path = resolve(path)
     ckpt = read_checkpoint(path)
     try:
         cfg = ThesisConfig.from_dict(ckpt["config"])

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Unreadable files are reported and skipped.")
     p.set_defaults(handler=_cmd_predict)
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    p.add_argument("--model", required=True, type=Path, help="model.pt written by train or reproduce")
+    p.add_argument("--model", required=True, type=Path, help="model.pt written by train or reproduce, or pretrained:NAME for a net shipped with the package (python -m thesis_lib pretrained)")
     p.add_argument("--json", action="store_true", help="one JSON document with every track on stdout")
     p.add_argument("--trim", choices=["auto", "thesis", "none"], default="auto",
                    help="auto: drop 30 s at each end when the track is long enough (default); thesis: "
@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds, not a measurement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs per implementation (default 3)")
+
+    p = sub.add_parser("pretrained", help="the trained nets shipped with the package (--model pretrained:NAME)",
+                       description="List the nets shipped with the package, with what they were trained on and "
+                                   "how well they score; maintainers refresh the book's thesis net from the "
+                                   "cached run of `make book` with --ship-book-run.")
+    p.set_defaults(handler=_cmd_pretrained)
+    p.add_argument("--ship-book-run", action="store_true",
+                   help="store the thesis-sized book run (trained by make book) as the shipped thesis-synth net")
 
     # The wings register their own subcommands; their modules import no torch at this point.
     from .book.build import add_parser as add_book_parser
@@ -358,6 +366,24 @@ def _cmd_predict(a) -> int:
         print("error: no audio files found in " + " ".join(map(str, a.inputs)), file=sys.stderr)
         return 1
     return 0 if any(v.error is None for v in verdicts) else 1
+
+
+def _cmd_pretrained(a) -> int:
+    from . import pretrained
+
+    if a.ship_book_run:
+        from .book.runs import PRETRAINED, ship_run, trained_model
+
+        entry = ship_run(trained_model(False, pretrained=False, log=print))
+        print(f"shipped {PRETRAINED}: {entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}), "
+              f"test accuracy {entry['metrics']['test_accuracy']:.3f} with float16 weights")
+    for name in pretrained.names():
+        e = pretrained.info(name)
+        m = e.get("metrics", {})
+        score = ", ".join(f"{k} {m[k]:.3f}" for k in ("test_accuracy", "track_accuracy", "clip_accuracy_mean",
+                                                      "track_accuracy_mean") if isinstance(m.get(k), float))
+        print(f"pretrained:{name}  {e['architecture']} over {', '.join(e['styles'])}; {score}\n    {e.get('title', '')}")
+    return 0
 
 
 def _cmd_bench(a) -> int:

@@ -90,7 +90,8 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
     """Cross-validate ``settings`` (a :class:`~thesis_lib.train.TrainSettings`) on ``ds``; see the module doc."""
     import torch
 
-    from .robust import clip_probs, train_any
+    from .predict import clip_probabilities
+    from .robust import train_any
     from .runtime import select_device
 
     styles = [s for s, n in ds.clips_per_style().items() if n > 0]
@@ -123,7 +124,8 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
         r = train_any(ds, split, settings, out=None, progress=False, log=log if progress else (lambda m: None))
         seconds = time.perf_counter() - t0
         m = r.metrics
-        probs = clip_probs(r.model, ds.clips, settings.test_batch_size, select_device(settings.device), rows=split.test)
+        probs = clip_probabilities(r.model, ds.clips, settings.test_batch_size, select_device(settings.device),
+                                    rows=split.test, fold=False)
         labels = track_label[ds.track_of[split.test]]
         clip_conf += np.asarray(m["confusion"])
         tconf, tacc = _track_votes(probs, labels, ds.track_of[split.test], k)

@@ -40,6 +40,7 @@ from torch import nn
 from .augment import AugmentSettings, TrackWindows, augment_batch
 from .config import THESIS, ThesisConfig
 from .data import PreparedDataset, Split
+from .predict import clip_probabilities
 
 MODELS = ("mel", "thesis", "baseline")
 
@@ -75,20 +76,6 @@ def validation_tracks(track_style: np.ndarray, tracks: np.ndarray, fraction: flo
         if len(mine) >= 3:
             val += mine[: max(1, int(round(fraction * len(mine))))].tolist()
     return np.sort(np.asarray(val, np.int64))
-
-
-@torch.no_grad()
-def clip_probs(model: nn.Module, clips: np.ndarray, batch_size: int, device: torch.device | str = "cpu",
-               rows: np.ndarray | None = None) -> np.ndarray:
-    """Softmax probabilities of ``clips`` (or of its ``rows``, read one batch at a time)."""
-    model.eval()
-    n = len(clips) if rows is None else len(rows)
-    out = []
-    for lo in range(0, n, batch_size):
-        part = clips[lo:lo + batch_size] if rows is None else clips[np.asarray(rows)[lo:lo + batch_size]]
-        x = torch.from_numpy(np.ascontiguousarray(part, np.float32)).unsqueeze(1).to(device)
-        out.append(torch.softmax(model(x), 1).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, model.n_styles), np.float32)
 
 
 @torch.no_grad()
@@ -179,7 +166,7 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
         if len(val_clips):
             if settings.model == "thesis":
                 _calibrate(model, windows, fit_tracks, fit_labels, np.random.default_rng([settings.seed, epoch]), device)
-            p = clip_probs(model, ds.clips, settings.test_batch_size, device, rows=val_clips)
+            p = clip_probabilities(model, ds.clips, settings.test_batch_size, device, rows=val_clips, fold=False)
             acc = float(np.mean(p.argmax(1) == val_labels))
             vloss = float(-np.mean(np.log(np.clip(p[np.arange(len(p)), val_labels], 1e-12, None))))
             rec.update(val_accuracy=acc, val_loss=vloss)

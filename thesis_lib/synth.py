@@ -358,6 +358,28 @@ def _write_one(args: tuple[Path, str, int, int, SynthSpec]) -> str:
     return str(path)
 
 
+def compose_tracks(root: str | Path, files: list[str], spec: SynthSpec = SynthSpec()) -> Path:
+    """Write only the tracks ``files`` (``"<style>/<style>_<i>.flac"``) of ``spec``'s data under ``root``.
+
+    Each track depends only on ``(spec.seed, style, i)``, so these are the very
+    files :func:`generate_dataset` writes: a shipped net's test tracks can be
+    regenerated without composing the other 200 (:mod:`thesis_lib.pretrained`).
+    """
+    root = Path(root)
+    for f in files:
+        style, _, name = f.partition("/")
+        stem = Path(name).stem
+        if style not in STYLES or not stem.startswith(style + "_") or not stem[len(style) + 1:].isdigit():
+            raise ValueError(f"{f!r} is not a track of the built-in data (expected e.g. 'cpop/cpop_007.flac')")
+        i = int(stem[len(style) + 1:])
+        if i >= spec.tracks_per_style:
+            raise ValueError(f"{f!r}: the spec has only {spec.tracks_per_style} tracks per style")
+        (root / style).mkdir(parents=True, exist_ok=True)
+        if not _track_path(root, style, i).is_file():
+            _write_one((root, style, STYLES.index(style), i, spec))
+    return root
+
+
 def generate_dataset(root: str | Path, spec: SynthSpec = SynthSpec(), jobs: int | None = None,
                      progress: bool = True) -> Path:
     """Write the default dataset as ``root/<style>/<track>.flac``; return ``root``.

@@ -22,7 +22,8 @@ from .._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "runs": ("SMALL_SPEC", "SMALL_EPOCHS", "SMALL_BATCH", "synth_spec", "train_settings", "dataset", "BookRun",
              "RESULT_SETTINGS", "run_key", "trained_model", "finished_runs", "clips_per_track", "leakage",
-             "track_path"),
+             "track_path", "PRETRAINED", "pretrained_run", "run_origin", "shipped_net_for", "test_set_of",
+             "clips_of"),
     "display": ("STATIC_ENV", "in_colab", "static_build", "HTML", "audio_html", "player", "players",
                 "markdown_table", "figure_html", "signal_panel"),
     "figures": ("RESPONSE_FFT", "network_table", "filter_stats", "dc_gain_db", "weight_change", "filter_limit",

@@ -125,14 +125,14 @@ def main_job(log=print) -> None:
     from . import runs as book
 
     t0 = time.perf_counter()
-    run = book.trained_model(False, log=log, progress=False)
+    run = book.trained_model(False, log=log, progress=False, pretrained=False)
     log(f"main job: {'reused' if run.reused else 'trained'} {run.path} in {time.perf_counter() - t0:.0f} s")
     dest = ROOT / "runs" / "reproduce"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(run.path, dest)
     t0 = time.perf_counter()
-    leaky = book.trained_model(False, split="clip", log=log, progress=False)
+    leaky = book.trained_model(False, split="clip", log=log, progress=False, pretrained=False)
     log(f"main job, split by clip: {'reused' if leaky.reused else 'trained'} {leaky.path} "
         f"in {time.perf_counter() - t0:.0f} s")
 

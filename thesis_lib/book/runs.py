@@ -6,7 +6,10 @@ time), so whatever it needs from an earlier chapter it asks for here:
 * :func:`dataset` composes and prepares the built-in synthetic data (cached);
 * :func:`trained_model` returns a trained net, reusing a finished run of the
   same data and settings from the cache (``default_cache_dir()/book/<key>``)
-  or training one through :func:`thesis_lib.reproduce.reproduce`.
+  or training one through :func:`thesis_lib.reproduce.reproduce`; when the
+  run asked for is the one the package ships (:mod:`thesis_lib.pretrained`)
+  and none is cached, it returns the shipped net with its regenerated test
+  clips (:func:`pretrained_run`) instead of training for a quarter of an hour.
 
 ``small=True`` is the small setting that CI and a quick look use: four short
 tracks per style and two epochs, so a chapter runs in well under a minute.
@@ -25,14 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from ..config import THESIS, ThesisConfig, TrainSettings
-from ..data import PreparedDataset, Split, default_cache_dir, prepare_dataset, split_dataset
-from ..synth import SynthSpec, generate_dataset
+from ..data import DatasetError, PreparedDataset, Split, default_cache_dir, prepare_dataset, split_dataset
+from ..synth import SynthSpec, compose_tracks, generate_dataset
 
 SMALL_SPEC = SynthSpec(tracks_per_style=4, min_seconds=66.0, max_seconds=80.0)
 """The small synthetic set of ``small`` mode: 4 tracks of 66-80 s per style (1-4 clips each)."""
 
 
 SMALL_EPOCHS = 2
+
+
+PRETRAINED = "thesis-synth"
+"""The shipped net of the book's thesis-sized run (split by track, seed 0), exported from ``make book``'s main job."""
 
 
 SMALL_BATCH = 8
@@ -105,22 +112,31 @@ def run_key(spec: SynthSpec, settings: TrainSettings, split: str, per_style: tup
 
 def trained_model(small: bool = True, split: str = "track", epochs: int | None = None,
                   device: str = "auto", seed: int = 0, progress: bool = False,
-                  log=None, cfg: ThesisConfig = THESIS) -> BookRun:
+                  log=None, cfg: ThesisConfig = THESIS, pretrained: bool = True) -> BookRun:
     """A net trained on the built-in data: loaded from the cache, or trained now.
 
     The run lives in ``default_cache_dir()/book/<key>``; the key covers the
     synthetic data, the optimiser settings, the split and the clip counts, so
     any chapter (or ``make book``'s main job) that asks for the same run gets
     the same files. A run counts as finished once ``book.json`` is written.
+    With ``pretrained`` (the default) a run that is not cached but is the one
+    the package ships comes from :func:`pretrained_run`, not from training;
+    ``make book``'s main job passes ``pretrained=False`` and trains its own.
     """
     from ..checkpoint import load_model
 
     spec = synth_spec(small)
     settings = train_settings(small, epochs, device, seed)
     per_style = (cfg.train_per_style, cfg.test_per_style)
-    out = default_cache_dir() / "book" / run_key(spec, settings, split, per_style)
+    key = run_key(spec, settings, split, per_style)
+    out = default_cache_dir() / "book" / key
     done = out / "book.json"
     reused = done.is_file()
+    shipped = shipped_net_for(key) if pretrained and cfg == THESIS else None
+    if not reused and shipped:
+        if log:
+            log(f"no trained run {key} is cached: using the shipped net {shipped!r} (make book trains its own)")
+        return pretrained_run(shipped, device, cfg, progress)
     if not reused:
         with _lock(out.with_name(out.name + ".lock")):  # two notebooks asking at once train it once
             reused = done.is_file()
@@ -131,6 +147,161 @@ def trained_model(small: bool = True, split: str = "track", epochs: int | None =
     ds = dataset(small, spec, cfg)
     sp = split_dataset(ds, *per_style, split=split, seed=settings.seed)
     return BookRun(model, styles, metrics, list(metrics.get("epochs", [])), out, ds, sp, spec, settings, reused)
+
+
+def shipped_net_for(key: str) -> str | None:
+    """Name of the shipped net whose training run has cache key ``key``, if the package has one."""
+    from .. import pretrained
+
+    for name, entry in pretrained.manifest().items():
+        if entry.get("data", {}).get("run_key") == key:
+            return name
+    return None
+
+
+def test_set_of(ds: PreparedDataset, clips: np.ndarray) -> dict[str, list[int]]:
+    """Clips of ``ds`` as ``{track file: [clip numbers within that track]}``: portable across preparations."""
+    tracks, first = np.unique(ds.track_of, return_index=True)
+    first_of = dict(zip(tracks.tolist(), first.tolist()))
+    out: dict[str, list[int]] = {}
+    for i in np.sort(np.asarray(clips)):
+        t = int(ds.track_of[i])
+        out.setdefault(ds.tracks[t], []).append(int(i) - first_of[t])
+    return out
+
+
+def clips_of(ds: PreparedDataset, test_set: dict[str, list[int]]) -> np.ndarray:
+    """Indices into ``ds`` of a :func:`test_set_of` mapping; :class:`DatasetError` when a clip is not there."""
+    index = {name: t for t, name in enumerate(ds.tracks)}
+    counts = np.bincount(ds.track_of, minlength=len(ds.tracks))
+    tracks, first = np.unique(ds.track_of, return_index=True)
+    first_of = dict(zip(tracks.tolist(), first.tolist()))
+    rows = []
+    for name, numbers in test_set.items():
+        if name not in index:
+            raise DatasetError(f"{ds.path}: the track {name!r} of the test set is not in the prepared data")
+        t = index[name]
+        bad = [c for c in numbers if not 0 <= c < counts[t]]
+        if bad:
+            raise DatasetError(f"{ds.path}: {name!r} has {counts[t]} clips, the test set asks for clip(s) {bad}")
+        rows += [first_of[t] + c for c in numbers]
+    return np.sort(np.asarray(rows, np.int64))
+
+
+def pretrained_run(name: str = PRETRAINED, device: str = "auto", cfg: ThesisConfig = THESIS,
+                   progress: bool = False) -> BookRun:
+    """The shipped net ``name`` as a :class:`BookRun`, with the very test clips of its training run.
+
+    Only its test tracks are composed and prepared (about a tenth of the
+    built-in data, seconds), unless the whole data is already here. The run has
+    no training clips (``split.train`` is empty) and ``extra["pretrained"]``
+    names the net, so a chapter can say where its numbers come from
+    (:func:`run_origin`).
+    """
+    from .. import pretrained
+    from ..reproduce import default_data_dir
+    from ..runtime import select_device
+
+    entry = pretrained.info(name)
+    data = entry.get("data", {})
+    if data.get("kind") != "synth":
+        raise ValueError(f"the shipped net {name!r} was not trained on the built-in data; load it with "
+                         f"thesis_lib.pretrained.load({name!r})")
+    spec = SynthSpec(**data["spec"])
+    if (default_data_dir(spec) / "synth.json").is_file():     # the whole built-in data is here already
+        ds = dataset(False, spec, cfg, progress)
+    else:
+        root = compose_tracks(default_cache_dir() / "synth" / f"{spec.key()}-test", sorted(data["test_set"]), spec)
+        ds = prepare_dataset(root, cfg=cfg, progress=progress)
+    sp = Split(np.zeros(0, np.int64), clips_of(ds, data["test_set"]), list(entry["styles"]), data["split"],
+               [f"the test clips of the shipped net {name!r}"])
+    model, styles, ckpt = pretrained.load(name)
+    select_device(device)   # the chapters move the model themselves; this only checks the request
+    fields = set(TrainSettings.__dataclass_fields__)
+    settings = TrainSettings(**{k: v for k, v in ckpt.get("settings", {}).items() if k in fields})
+    return BookRun(model, styles, dict(entry["metrics"]), list(entry.get("history", [])),
+                   pretrained.path(name, verify=False), ds, sp, spec, settings, reused=True,
+                   extra={"pretrained": name})
+
+
+def ship_run(run: BookRun, name: str = PRETRAINED, folder: str | Path | None = None,
+             check_tracks: int = 2) -> dict:
+    """Store ``run``'s net in the package as the shipped net ``name`` (maintainers; see :mod:`thesis_lib.pretrained`).
+
+    The manifest gets the run's cache key, data spec, settings and epoch
+    history, its test clips (:func:`test_set_of`), and metrics measured anew
+    with the float16 weights that ship. ``check`` holds, for the first
+    ``check_tracks`` test tracks of each style, the clip numbers, accuracy and
+    mean probabilities, which a test re-measures on freshly composed tracks.
+    """
+    import copy
+    import platform
+    from datetime import date
+
+    import torch
+
+    from .. import pretrained
+    from ..data import label_of
+    from ..predict import clip_probabilities
+    from ..train import evaluate
+
+    if run.extra.get("pretrained"):
+        raise ValueError("this run is itself a shipped net; ship a run trained here")
+    half = copy.deepcopy(run.model).cpu()
+    half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
+                          for k, v in half.state_dict().items()})
+    half.eval()
+    labels = label_of(run.dataset, run.split.test, run.split)
+    metrics = evaluate(half, run.dataset, run.split.test, labels, run.styles)
+    test_set = test_set_of(run.dataset, run.split.test)
+    check: dict[str, dict] = {}
+    for style in run.styles:
+        files = [f for f in test_set if f.startswith(style + "/")][:check_tracks]
+        for f in files:
+            rows = clips_of(run.dataset, {f: test_set[f]})
+            p = clip_probabilities(half, run.dataset.clips, 64, "cpu", rows=rows, fold=False)
+            check[f] = {"clips": test_set[f], "accuracy": float(np.mean(p.argmax(1) == run.styles.index(style))),
+                        "mean_probability": [round(float(v), 6) for v in p.mean(0)]}
+    trained = json.loads((run.path / "metrics.json").read_text())
+    facts = {
+        "title": "The thesis net trained by `reproduce` on the built-in data (chapters 4-7)",
+        "recipe": run.settings.recipe, "settings": asdict(run.settings),
+        "data": {"kind": "synth", "spec": asdict(run.spec), "split": run.split.mode,
+                 "run_key": run.path.name, "test_set": test_set},
+        "metrics": {k: metrics[k] for k in ("test_accuracy", "test_loss", "per_style_accuracy", "confusion",
+                                            "track_accuracy", "n_test_tracks")},
+        "metrics_float32": {k: trained.get(k) for k in ("test_accuracy", "track_accuracy")},
+        "history": [{k: h[k] for k in ("epoch", "train_loss") if k in h} for h in run.history],
+        "check": check,
+        "trained": {"device": trained.get("device"), "torch": trained.get("torch"),
+                    "seconds_per_epoch": trained.get("seconds_per_epoch"), "machine": platform.machine(),
+                    "exported": date.today().isoformat(), "exported_with_torch": torch.__version__},
+    }
+    return pretrained.export(run.path / "model.pt", name, facts, folder or pretrained.HERE)
+
+
+def run_origin(run: BookRun) -> str:
+    """One Markdown sentence for a chapter: which net this page uses and how it compares with the shipped one."""
+    from .. import pretrained
+
+    name = run.extra.get("pretrained")
+    acc = run.metrics.get("test_accuracy")
+    if name:
+        return (f"No trained run was cached, so this page uses the net shipped with the package, `{name}` "
+                f"(trained by `reproduce` on the built-in data; test accuracy {acc:.3f} on the same "
+                f"{len(run.split.test)} test clips). `make book` trains its own net first; its numbers can "
+                "differ a little.")
+    key = run.path.name
+    shipped = shipped_net_for(key)
+    if not shipped:
+        return f"This page uses a net trained here (test accuracy {acc:.3f})."
+    theirs = pretrained.info(shipped)["metrics"].get("test_accuracy")
+    same = abs(theirs - acc) < 0.005
+    return (f"This page uses the net trained here by `make book` (test accuracy {acc:.3f}); the package's shipped "
+            f"net `{shipped}`, trained with the same settings, scored {theirs:.3f} on the same test clips"
+            + (", so numbers on this page match what a reader without a trained run sees."
+               if same else ": a reader without a trained run gets the shipped net, and numbers a little different "
+                            "from this page's."))
 
 
 def _lock(path: Path):

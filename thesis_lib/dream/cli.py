@@ -30,7 +30,7 @@ def _companion(out: Path, tag: str) -> Path:
 
 
 def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, type=Path, help="trained model.pt (from train or reproduce)")
+    p.add_argument("--model", required=model_required, type=Path, help="trained model.pt (from train or reproduce), or pretrained:NAME (e.g. pretrained:thesis-synth)")
     p.add_argument("--clip", required=True, type=Path,
                    help="audio file; one 5-s clip is taken from its middle (or at --offset)")
     p.add_argument("--offset", type=float, default=None, help="start of the clip in seconds (default: middle)")
@@ -110,7 +110,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "clip): objective before/after, seconds, and numbers that describe each "
                                    "sound. Writes OUT/report.md, OUT/report.json and every sound as WAV.")
     p.set_defaults(handler=cmd_dream_report)
-    p.add_argument("--model", required=True, type=Path, help="trained model.pt")
+    p.add_argument("--model", required=True, type=Path, help="trained model.pt, or pretrained:NAME")
     p.add_argument("--clip", required=True, type=Path, help="content clip's audio (e.g. a C-pop track)")
     p.add_argument("--style", required=True, type=Path, help="style/guide audio (e.g. a metal track)")
     p.add_argument("--offset", type=float, default=None, help="start of the content clip in seconds")

@@ -1,0 +1,130 @@
+"""The nets shipped with the package: intact, loadable by name, and as accurate as their manifest says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from thesis_lib import pretrained
+from thesis_lib.book import runs
+from thesis_lib.checkpoint import load_model, save_model
+from thesis_lib.data import prepare_dataset
+from thesis_lib.model import StyleNet
+from thesis_lib.predict import clip_probabilities
+from thesis_lib.synth import SynthSpec, compose_tracks
+
+
+def test_every_shipped_net_matches_its_manifest_hash_and_loads_as_float32():
+    assert "thesis-synth" in pretrained.names()
+    for name in pretrained.names():
+        entry = pretrained.info(name)
+        file = pretrained.path(name)                      # checks the sha256
+        assert pretrained.sha256(file) == entry["sha256"]
+        assert file.stat().st_size == entry["bytes"]
+        model, styles, ckpt = pretrained.load(name)
+        assert styles == entry["styles"]
+        assert type(model).__name__ == entry["architecture"]
+        assert not model.training
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert all(v.dtype in (torch.float16, torch.int64) for v in ckpt["state_dict"].values())
+
+
+def test_pretrained_prefix_works_wherever_a_model_path_does():
+    model, styles, _ = load_model("pretrained:thesis-synth", require="StyleNet")
+    assert isinstance(model, StyleNet) and styles == ["cpop", "metal"]
+    with pytest.raises(pretrained.PretrainedError, match="no pretrained net named 'nope'.*thesis-synth"):
+        load_model("pretrained:nope")
+
+
+def test_shipped_thesis_net_scores_as_recorded_on_freshly_composed_test_tracks(tmp_path):
+    """The manifest's ``check`` tracks, composed anew, give the recorded accuracy and probabilities."""
+    entry = pretrained.info("thesis-synth")
+    spec = SynthSpec(**entry["data"]["spec"])
+    check = entry["check"]
+    assert len(check) >= 4 and {f.split("/")[0] for f in check} == {"cpop", "metal"}
+    root = compose_tracks(tmp_path / "data", sorted(check), spec)
+    ds = prepare_dataset(root, cfg=StyleNet(2).cfg, cache_dir=tmp_path / "cache", progress=False)
+    model, styles, _ = pretrained.load("thesis-synth")
+    for f, want in check.items():
+        rows = runs.clips_of(ds, {f: want["clips"]})
+        p = clip_probabilities(model, ds.clips, 64, "cpu", rows=rows, fold=False)
+        assert np.mean(p.argmax(1) == styles.index(f.split("/")[0])) == pytest.approx(want["accuracy"])
+        np.testing.assert_allclose(p.mean(0), want["mean_probability"], atol=2e-3)
+
+
+def test_a_damaged_or_missing_shipped_file_is_refused_with_its_name(tmp_path):
+    shutil.copy(pretrained.HERE / "manifest.json", tmp_path / "manifest.json")
+    with pytest.raises(pretrained.PretrainedError, match="thesis-synth.*file is missing"):
+        pretrained.path("thesis-synth", tmp_path)
+    data = bytearray((pretrained.HERE / "thesis-synth.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "thesis-synth.pt").write_bytes(bytes(data))
+    with pytest.raises(pretrained.PretrainedError, match=r"thesis-synth\.pt: sha256 does not match"):
+        pretrained.path("thesis-synth", tmp_path)
+
+
+def test_export_halves_the_weights_and_records_hash_and_facts(tmp_path):
+    torch.manual_seed(0)
+    net = StyleNet(3)
+    src = save_model(net, ["a", "b", "c"], tmp_path / "model.pt", settings={"epochs": 1})
+    entry = pretrained.export(src, "tiny-net", {"metrics": {"test_accuracy": 0.5}}, tmp_path / "ship")
+    assert entry["bytes"] < src.stat().st_size * 0.6          # float16: about half the bytes
+    assert pretrained.names(tmp_path / "ship") == ["tiny-net"]
+    assert pretrained.info("tiny-net", tmp_path / "ship")["metrics"] == {"test_accuracy": 0.5}
+    loaded, styles, _ = load_model(pretrained.path("tiny-net", tmp_path / "ship"))
+    assert styles == ["a", "b", "c"]
+    for k, v in net.state_dict().items():
+        w = loaded.state_dict()[k]
+        want = v.half().float() if v.is_floating_point() else v
+        assert torch.equal(w, want), k
+    with pytest.raises(ValueError, match="letters, digits"):
+        pretrained.export(src, "../evil", {}, tmp_path / "ship")
+
+
+def test_test_set_mapping_round_trips_through_track_names(tmp_path):
+    ds = runs.dataset(small=True)
+    rows = np.arange(0, len(ds), 3)
+    mapping = runs.test_set_of(ds, rows)
+    assert sum(len(v) for v in mapping.values()) == len(rows)
+    np.testing.assert_array_equal(runs.clips_of(ds, mapping), rows)
+    first = next(iter(mapping))
+    with pytest.raises(Exception, match="asks for clip"):
+        runs.clips_of(ds, {first: [10_000]})
+
+
+@pytest.mark.slow
+def test_chapters_fall_back_to_the_shipped_net_without_a_cached_run(tmp_path, monkeypatch):
+    """No trained run, no built-in data: the thesis-sized run is the shipped net on its own test clips."""
+    monkeypatch.setenv("THESIS_LIB_CACHE", str(tmp_path / "cache"))
+    run = runs.trained_model(small=False)
+    entry = pretrained.info("thesis-synth")
+    assert run.extra["pretrained"] == "thesis-synth" and run.reused
+    assert len(run.split.train) == 0 and len(run.split.test) == sum(map(len, entry["data"]["test_set"].values()))
+    assert not (tmp_path / "cache" / "book").exists()                     # nothing was trained
+    composed = list((tmp_path / "cache" / "synth").glob("*-test/*/*.flac"))
+    assert len(composed) == len(entry["data"]["test_set"])                 # only the test tracks
+    from thesis_lib.data import label_of
+    from thesis_lib.train import evaluate
+
+    m = evaluate(run.model, run.dataset, run.split.test, label_of(run.dataset, run.split.test, run.split), run.styles)
+    assert m["test_accuracy"] == pytest.approx(entry["metrics"]["test_accuracy"])
+    assert "shipped with the package" in runs.run_origin(run)
+
+
+def test_cli_predict_accepts_a_pretrained_model(tmp_path):
+    from thesis_lib.synth import compose_track
+    from thesis_lib.audio import write_wav
+
+    y = compose_track("metal", np.random.default_rng(5), 40.0, 8000)
+    write_wav(tmp_path / "song.wav", y, 8000)
+    res = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", "pretrained:thesis-synth",
+                          "--json", str(tmp_path / "song.wav")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert "metal" in json.dumps(doc) and "cpop" in json.dumps(doc)
