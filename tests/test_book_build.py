@@ -248,7 +248,7 @@ def test_every_page_loads_cleanly_in_chromium(built, served, browser):
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:100]}"))
     page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url[:100]}") if r.status >= 400 else None)
-    audios = images = switches = 0
+    audios = images = switches = listens = 0
     links: dict[str, str] = {}
     for rel in _pages(built):
         target = _redirect_target(built / "html" / rel)
@@ -265,11 +265,12 @@ def test_every_page_loads_cleanly_in_chromium(built, served, browser):
             assert r["t"] > 0 and not r["paused"], (rel, "does not play", r)
             audios += 1
         switches += _check_switches(page, rel)
+        listens += _check_listening(page, rel)
         for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
             if href.startswith(served):
                 links.setdefault(href, rel)
         assert not errors, (rel, errors)
-    assert images >= 8 and audios >= 10 and switches >= 3, (images, audios, switches)
+    assert images >= 8 and audios >= 10 and switches >= 3 and listens >= 1, (images, audios, switches, listens)
     _check_links(page, links)
     page.close()
 
@@ -306,6 +307,65 @@ def _check_switches(page, rel: str) -> int:
             shown = [p for p in panels if p.is_visible()]
             assert len(shown) == 1 and options[-1] in shown[0].get_attribute("data-key").split("|"), rel
     return n
+
+
+def _check_listening(page, rel: str) -> int:
+    """Every blind listening test hides its answer, then reveals the right one, and leaves the others alone.
+
+    The tests are answered in page order, A for the first, B for the next, and
+    so on; after each reveal every later test must still be untouched.
+    """
+    import base64
+
+    tests = page.query_selector_all(".tl-listen")
+    for i, t in enumerate(tests):
+        order = [kind for kind, _ in json.loads(base64.b64decode(t.get_attribute("data-answer")))]
+        answer = t.query_selector(".tl-listen-answer")
+        assert not answer.is_visible() and not answer.inner_text(), (rel, "answer shown before the reveal")
+        assert not any(w in t.inner_text() for w in ("original", "transformed")), (rel, "order given away")
+        assert len(t.query_selector_all("audio")) == 2, rel
+        pick = "AB"[i % 2]
+        t.query_selector(f'input[type=radio][value="{pick}"]').check()
+        t.query_selector("button").click()
+        text = answer.inner_text()
+        assert answer.is_visible() and text.startswith(f"You picked {pick}: the {order[i % 2]}."), (rel, text)
+        assert f"A was the {order[0]}" in text and f"B the {order[1]}" in text, (rel, text)
+        assert t.get_attribute("data-picked") == order[i % 2], rel
+        assert all(r.is_disabled() for r in t.query_selector_all("input[type=radio]")), (rel, "choice not locked")
+        for later in tests[i + 1:]:
+            assert not later.query_selector(".tl-listen-answer").is_visible(), (rel, "another test revealed")
+            radios = later.query_selector_all("input[type=radio]")
+            assert not any(r.is_checked() or r.is_disabled() for r in radios), (rel, "another test's choice changed")
+    return len(tests)
+
+
+def test_listening_tests_reveal_in_chromium_without_a_kernel(tmp_path, browser):
+    """Two blind tests on one static page: each reveals its own answer and leaves the other alone."""
+    import numpy as np
+
+    from thesis_lib.book import widgets
+
+    t = np.arange(2 * 8000) / 8000
+    tone, buzz = 0.2 * np.sin(2 * np.pi * 220 * t), np.tanh(4 * np.sin(2 * np.pi * 220 * t))
+    first = {widgets.listening_order(s)[0]: s for s in range(20)}
+    seeds = [first[widgets.ORIGINAL], first[widgets.TRANSFORMED]]        # the original first, then second
+    parts = [widgets.listening_test(tone, buzz, sample_rate=8000, seed=s, labels=("a tone", "a buzz"))._repr_html_()
+             for s in seeds]
+    (tmp_path / "listen.html").write_text(f"<!DOCTYPE html><html><body>{''.join(parts)}</body></html>")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "listen.html").as_uri(), wait_until="load")
+    assert _check_listening(page, "listen.html") == 2
+    texts = [a.inner_text() for a in page.query_selector_all(".tl-listen-answer")]
+    assert texts == ["You picked A: the original. A was the original (a tone), B the transformed clip (a buzz).",
+                     "You picked B: the original. A was the transformed clip (a buzz), B the original (a tone)."]
+    page.reload(wait_until="load")
+    page.query_selector_all(".tl-listen button")[1].click()          # a reveal without a pick still answers
+    assert page.query_selector_all(".tl-listen-answer")[1].inner_text().startswith("You did not pick A or B.")
+    assert not page.query_selector_all(".tl-listen-answer")[0].is_visible()
+    assert not errors, errors
+    page.close()
 
 
 def _check_links(page, links: dict[str, str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from html.parser import HTMLParser
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from thesis_lib import book
+from thesis_lib import audio, book
 from thesis_lib.book import widgets
 
 
@@ -145,3 +146,138 @@ def test_figure_html_embeds_a_png_and_closes_the_figure():
     assert src.startswith("data:image/png;base64,")
     assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.fignum_exists(fig.number)
+
+
+# ----------------------------------------------------------------------------
+# The blind listening test
+# ----------------------------------------------------------------------------
+
+SR = 8000
+T = np.arange(5 * SR) / SR
+QUIET_TONE = 0.2 * np.sin(2 * np.pi * 220 * T)
+"""The "original": a quiet sine, crest factor √2."""
+LOUD_BUZZ = 0.9 * np.tanh(4 * np.sin(2 * np.pi * 220 * T)) + 0.05 * np.sin(2 * np.pi * 1760 * T)
+"""The "result": a near-square buzz, far louder at the same peak (crest factor near 1)."""
+
+
+def decoded_players(html: str) -> dict[str, np.ndarray]:
+    """The samples of each embedded WAV by its player's label, as the browser would play them."""
+    labels = re.findall(r'class="tl-audio-label">([^<]*)<', html)
+    srcs = [a["src"] for t, a in parse(html) if t == "audio"]
+    assert len(labels) == len(srcs)
+    return {l: sf.read(io.BytesIO(base64.b64decode(s.split(",", 1)[1])), dtype="float64")[0]
+            for l, s in zip(labels, srcs)}
+
+
+def hidden_answer(html: str) -> list[list[str]]:
+    """The order the reveal decodes from ``data-answer``: ``[[kind, label] for A, B]``."""
+    listen = [a for t, a in parse(html) if t == "div" and a.get("class") == "tl-listen"]
+    assert len(listen) == 1
+    return json.loads(base64.b64decode(listen[0]["data-answer"]))
+
+
+def test_rms_db_is_relative_to_full_scale():
+    assert audio.rms_db(np.sin(2 * np.pi * 220 * T)) == pytest.approx(-3.01, abs=0.01)
+    assert audio.rms_db(0.1 * np.ones(100)) == pytest.approx(-20.0)
+    assert audio.rms_db(np.zeros(100)) == pytest.approx(-240.0)
+
+
+def test_loudness_match_equalises_rms_and_puts_the_common_peak_at_09():
+    a, b = audio.loudness_match([QUIET_TONE, LOUD_BUZZ])
+    assert audio.rms_db(a) == pytest.approx(audio.rms_db(b), abs=1e-4)
+    # the sine has the larger crest factor, so it sets the common peak; the buzz stays below it
+    assert np.max(np.abs(a)) == pytest.approx(0.9, abs=1e-6) and np.max(np.abs(b)) < 0.85
+    assert audio.rms_db(QUIET_TONE) < audio.rms_db(LOUD_BUZZ) - 10        # they did differ to begin with
+    assert np.corrcoef(a, QUIET_TONE)[0, 1] == pytest.approx(1.0)          # only scaled, never reshaped
+
+
+def test_loudness_match_refuses_what_it_cannot_match():
+    for bad, match in [([], "no signals"), ([QUIET_TONE, np.zeros(0)], "empty"),
+                       ([QUIET_TONE, np.zeros(100)], "silent")]:
+        with pytest.raises(ValueError, match=match):
+            audio.loudness_match(bad)
+    nan = QUIET_TONE.copy()
+    nan[10] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        audio.loudness_match([nan])
+    with pytest.raises(ValueError, match="peak"):
+        audio.loudness_match([QUIET_TONE], peak=1.5)
+
+
+def test_listening_test_has_two_players_a_and_b_a_choice_and_a_reveal():
+    html = widgets.listening_test(QUIET_TONE, LOUD_BUZZ, sample_rate=SR, seed=3)._repr_html_()
+    tags = parse(html)
+    assert set(decoded_players(html)) == {"A", "B"}
+    radios = [a for t, a in tags if t == "input" and a.get("type") == "radio"]
+    assert [r["value"] for r in radios] == ["A", "B"] and len({r["name"] for r in radios}) == 1
+    assert not any("checked" in r for r in radios)                        # no answer is suggested
+    button = [a for t, a in tags if t == "button"]
+    assert len(button) == 1 and "tl-listen" in button[0]["onclick"] and "data-answer" in button[0]["onclick"]
+    answer = [a for t, a in tags if t == "div" and a.get("class") == "tl-listen-answer"]
+    assert answer[0]["style"] == "display:none"
+    assert "Which one sounds more like metal?" in html
+
+
+def test_listening_test_order_follows_the_seed_and_the_hidden_answer_matches_the_players():
+    seen = set()
+    for seed in range(12):
+        html = widgets.listening_test(QUIET_TONE, LOUD_BUZZ, sample_rate=SR, seed=seed,
+                                      labels=("C-pop clip", "steered toward metal"))._repr_html_()
+        answer = hidden_answer(html)
+        assert [kind for kind, _ in answer] == list(widgets.listening_order(seed))
+        assert {tuple(x) for x in answer} == {("original", "C-pop clip"), ("transformed clip", "steered toward metal")}
+        # the player the answer calls the original really holds the original: the sine correlates with it
+        played = decoded_players(html)
+        original = "AB"[[kind for kind, _ in answer].index("original")]
+        other = "B" if original == "A" else "A"
+        assert np.corrcoef(played[original], QUIET_TONE)[0, 1] > 0.999 > np.corrcoef(played[other], QUIET_TONE)[0, 1]
+        seen.add(original)
+    assert seen == {"A", "B"}                                              # not always the original first
+
+
+def _uid(html: str) -> str:
+    return re.search(r'class="tl-listen" id="([^"]+)"', html).group(1)
+
+
+def test_listening_test_is_the_same_page_for_the_same_seed():
+    first, again = (widgets.listening_test(QUIET_TONE, LOUD_BUZZ, sample_rate=SR, seed=7)._repr_html_()
+                    for _ in range(2))
+    assert _uid(first) != _uid(again)                                      # unique on a page ...
+    assert again.replace(_uid(again), _uid(first)) == first                # ... and otherwise identical
+
+
+def test_listening_test_plays_the_clips_loudness_matched_and_unclipped():
+    played = decoded_players(widgets.listening_test(QUIET_TONE, LOUD_BUZZ, sample_rate=SR, seed=0)._repr_html_())
+    a, b = played["A"], played["B"]
+    assert len(a) == len(b) == QUIET_TONE.size
+    assert abs(audio.rms_db(a) - audio.rms_db(b)) < 0.5
+    assert max(np.max(np.abs(a)), np.max(np.abs(b))) == pytest.approx(0.9, abs=1e-3)  # one common peak, no clipping
+
+
+def test_listening_test_gives_nothing_away_before_the_reveal():
+    html = widgets.listening_test(QUIET_TONE, LOUD_BUZZ, sample_rate=SR, seed=1,
+                                  labels=("C-pop clip", "steered toward metal"))._repr_html_()
+    visible = re.sub(r"<[^>]+>", " ", html)                                # text only: no attributes, no scripts
+    for word in ("original", "transformed", "C-pop", "steered"):
+        assert word not in visible and word not in html                   # not even in plain sight in the source
+
+
+def test_two_listening_tests_do_not_share_ids_or_radio_groups():
+    tags = [parse(widgets.listening_test(QUIET_TONE, LOUD_BUZZ, sample_rate=SR, seed=0)._repr_html_())
+            for _ in range(2)]
+    ids = [{a["id"] for t, a in tg if "id" in a} for tg in tags]
+    names = [{a["name"] for t, a in tg if t == "input"} for tg in tags]
+    assert ids[0] and ids[0].isdisjoint(ids[1]) and names[0].isdisjoint(names[1])
+
+
+def test_listening_test_refuses_bad_clips():
+    with pytest.raises(ValueError, match="differ in length"):
+        widgets.listening_test(QUIET_TONE, LOUD_BUZZ[:-1], sample_rate=SR)
+    nan = LOUD_BUZZ.copy()
+    nan[5] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        widgets.listening_test(QUIET_TONE, nan, sample_rate=SR)
+    with pytest.raises(ValueError, match="empty"):
+        widgets.listening_test(np.zeros(0), np.zeros(0), sample_rate=SR)
+    with pytest.raises(ValueError, match="silent"):
+        widgets.listening_test(np.zeros(100), QUIET_TONE[:100], sample_rate=SR)

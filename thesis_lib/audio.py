@@ -445,6 +445,44 @@ def peak_normalize(y: np.ndarray, peak: float = THESIS.peak) -> np.ndarray:
     return (y * (peak / m)).astype(np.float32)
 
 
+def rms_db(y: np.ndarray) -> float:
+    """Root-mean-square level in dB relative to full scale (a full-scale sine is -3 dB).
+
+    Floored at -240 dB so that silence gives a number, not ``-inf``.
+    """
+    return float(20 * np.log10(max(np.sqrt(np.mean(np.asarray(y, np.float64) ** 2)), 1e-12)))
+
+
+def loudness_match(signals: list[np.ndarray], peak: float = THESIS.peak) -> list[np.ndarray]:
+    """The signals at equal RMS, then all scaled by one factor so that the loudest peak is ``peak``.
+
+    Why: of two clips compared by ear, the louder one tends to sound "more"
+    of anything -- more energetic, more distorted, more metal -- so a
+    comparison is only about the sound when loudness is taken away. Equal RMS
+    is a simple stand-in for equal loudness (it ignores the ear's frequency
+    weighting, which matters little between two versions of one clip). A
+    single common factor afterwards keeps the RMS equal while nothing clips:
+    the clip with the larger crest factor ends at ``peak``, the other below it.
+    Raises ``ValueError`` for no signals, an empty, non-finite or silent one.
+    """
+    if not signals:
+        raise ValueError("no signals to match")
+    if not 0 < peak <= 1:
+        raise ValueError(f"the peak must be in (0, 1], not {peak}")
+    out = []
+    for i, y in enumerate(signals):
+        y = np.asarray(y, np.float64).ravel()
+        if y.size == 0:
+            raise ValueError(f"signal {i} is empty")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"signal {i} has {int(np.sum(~np.isfinite(y)))} non-finite samples (NaN or inf)")
+        if float(np.max(np.abs(y))) < SILENCE:
+            raise ValueError(f"signal {i} is silent: its loudness cannot be matched")
+        out.append(y / np.sqrt(np.mean(y ** 2)))
+    scale = peak / max(float(np.max(np.abs(y))) for y in out)
+    return [(y * scale).astype(np.float32) for y in out]
+
+
 def trim_ends(y: np.ndarray, samples: int = THESIS.trim_samples) -> np.ndarray:
     """Drop ``samples`` at the start and at the end (silence, intro, coda)."""
     if samples == 0:

@@ -20,6 +20,9 @@ from ..config import THESIS
 STATIC_ENV = "THESIS_BOOK_STATIC"
 """Set to 1 while the book is executed for its static HTML (no live widgets then)."""
 
+PLAYER_SECONDS = 6.0
+"""The longest stretch an embedded player holds: every WAV lives in the page, so pages stay small."""
+
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
@@ -48,7 +51,7 @@ class HTML:
 
 
 def audio_html(y: np.ndarray, sample_rate: int = THESIS.sample_rate, label: str = "",
-               max_seconds: float | None = 6.0, peak: float | None = THESIS.peak) -> str:
+               max_seconds: float | None = PLAYER_SECONDS, peak: float | None = THESIS.peak) -> str:
     """An ``<audio>`` player with the clip embedded as a 16-bit WAV data URI, renormalised to ``peak``.
 
     ``peak=None`` plays the samples as they are (as the network receives

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..audio import rms_db
 from ..config import THESIS
 from ..runtime import device_of
 from .base import check_clip, finish_audio, freeze, minimize_lbfgs
@@ -291,10 +292,6 @@ class Judge:
 # Measures
 # ----------------------------------------------------------------------------
 
-def _rms_db(y: np.ndarray) -> float:
-    return float(20 * np.log10(max(np.sqrt(np.mean(np.asarray(y, np.float64) ** 2)), 1e-12)))
-
-
 def change_measures(y: np.ndarray, x: np.ndarray, sample_rate: int = THESIS.sample_rate) -> dict[str, float]:
     """How far ``y`` moved from ``x``, both at peak 0.9, the distances loudness-matched.
 
@@ -307,7 +304,7 @@ def change_measures(y: np.ndarray, x: np.ndarray, sample_rate: int = THESIS.samp
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    change = _rms_db(y) - _rms_db(x)
+    change = rms_db(y) - rms_db(x)
     matched = y * 10 ** (-change / 20)
     return {"loudness_change_db": change, "snr_db": snr_db(matched, x),
             "spectral_distance_db": log_spectral_distance(matched, x, sample_rate),

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.signal import spectrogram as _spectrogram
 from scipy.signal import welch
 
+from ..audio import rms_db
 from ..config import SILENCE, THESIS
 
 N_FFT = 512
@@ -142,7 +143,7 @@ def describe(y: np.ndarray, sample_rate: int = THESIS.sample_rate) -> dict[str, 
     power = 10 ** (level / 10)
     env = envelope_db(y)
     return {
-        "rms_db": float(20 * np.log10(max(np.sqrt(np.mean(_f64(y) ** 2)), 1e-12))),
+        "rms_db": rms_db(y),
         "peak": float(np.max(np.abs(y))),
         "centroid_hz": float(np.sum(f * power) / np.sum(power)),
         "dominant_hz": float(f[int(np.argmax(level))]),
