@@ -98,16 +98,30 @@ def test_test_set_mapping_round_trips_through_track_names(tmp_path):
         runs.clips_of(ds, {first: [10_000]})
 
 
+@pytest.fixture(scope="module")
+def empty_cache(tmp_path_factory):
+    """A cache with no trained run and no built-in data, for this module's tests."""
+    import os
+
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("THESIS_LIB_CACHE")
+    os.environ["THESIS_LIB_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("THESIS_LIB_CACHE")
+    else:
+        os.environ["THESIS_LIB_CACHE"] = old
+
+
 @pytest.mark.slow
-def test_chapters_fall_back_to_the_shipped_net_without_a_cached_run(tmp_path, monkeypatch):
+def test_chapters_fall_back_to_the_shipped_net_without_a_cached_run(empty_cache):
     """No trained run, no built-in data: the thesis-sized run is the shipped net on its own test clips."""
-    monkeypatch.setenv("THESIS_LIB_CACHE", str(tmp_path / "cache"))
     run = runs.trained_model(small=False)
     entry = pretrained.info("thesis-synth")
     assert run.extra["pretrained"] == "thesis-synth" and run.reused
     assert len(run.split.train) == 0 and len(run.split.test) == sum(map(len, entry["data"]["test_set"].values()))
-    assert not (tmp_path / "cache" / "book").exists()                     # nothing was trained
-    composed = list((tmp_path / "cache" / "synth").glob("*-test/*/*.flac"))
+    assert not (empty_cache / "book").exists()                           # nothing was trained
+    composed = list((empty_cache / "synth").glob("*-test/*/*.flac"))
     assert len(composed) == len(entry["data"]["test_set"])                 # only the test tracks
     from thesis_lib.data import label_of
     from thesis_lib.train import evaluate
@@ -128,3 +142,34 @@ def test_cli_predict_accepts_a_pretrained_model(tmp_path):
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert "metal" in json.dumps(doc) and "cpop" in json.dumps(doc)
+
+
+def test_reference_sounds_are_intact_and_made_by_the_shipped_net():
+    from thesis_lib.book import references as refs
+
+    index = refs.references()
+    assert index["net_sha256"] == pretrained.info(index["net"])["sha256"]
+    assert {"original-cpop", "dream-conv1", "dream-conv3", "inversion-conv2", "style-transfer",
+            "effects-metal"} <= set(index["sounds"])
+    for slug, entry in index["sounds"].items():
+        y, rate = refs.reference_audio(slug)                   # checks the sha256
+        assert rate == index["sample_rate"] == 8000
+        assert len(y) == StyleNet(2).cfg.clip_samples
+        assert 0.85 < np.max(np.abs(y)) <= 0.9 + 1e-3, slug
+        assert entry["chapter"] in ("", "6", "7")
+    html = refs.reference_players(["original-cpop", "dream-conv3"])._repr_html_()
+    assert html.count("<audio") == 2
+
+
+@pytest.mark.slow
+def test_reference_sounds_are_what_the_shipped_net_makes_here(empty_cache, tmp_path):
+    """Two references made again on this machine sound like the shipped ones (same net, same clip)."""
+    from thesis_lib.book import references as refs
+    from thesis_lib.dream.measures import envelope_correlation, log_spectral_distance
+
+    refs.make_references(tmp_path, only=["ascent-conv3", "dream-conv2"], log=lambda m: None)
+    for slug in ("ascent-conv3", "dream-conv2"):
+        mine, rate = refs.reference_audio(slug, tmp_path)
+        shipped, _ = refs.reference_audio(slug)
+        assert envelope_correlation(mine, shipped) > 0.95, slug
+        assert log_spectral_distance(mine, shipped, rate) < 3.0, slug

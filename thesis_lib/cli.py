@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_pretrained)
     p.add_argument("--ship-book-run", action="store_true",
                    help="store the thesis-sized book run (trained by make book) as the shipped thesis-synth net")
+    p.add_argument("--references", action="store_true",
+                   help="make the reference sounds (dreams, inversion, style transfer, effect steering) anew "
+                        "from the shipped thesis-synth net")
 
     # The wings register their own subcommands; their modules import no torch at this point.
     from .book.build import add_parser as add_book_parser
@@ -377,6 +380,11 @@ def _cmd_pretrained(a) -> int:
         entry = ship_run(trained_model(False, pretrained=False, log=print))
         print(f"shipped {PRETRAINED}: {entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}), "
               f"test accuracy {entry['metrics']['test_accuracy']:.3f} with float16 weights")
+    if a.references:
+        from .book.references import HERE, make_references
+
+        make_references()
+        print(f"reference sounds written to {HERE}")
     for name in pretrained.names():
         e = pretrained.info(name)
         m = e.get("metrics", {})

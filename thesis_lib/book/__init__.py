@@ -20,6 +20,7 @@ here (imported on first use): ``from thesis_lib import book; book.trained_model(
 from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "references": ("make_references", "references", "reference_audio", "reference_players"),
     "runs": ("SMALL_SPEC", "SMALL_EPOCHS", "SMALL_BATCH", "synth_spec", "train_settings", "dataset", "BookRun",
              "RESULT_SETTINGS", "run_key", "trained_model", "finished_runs", "clips_per_track", "leakage",
              "track_path", "PRETRAINED", "pretrained_run", "run_origin", "shipped_net_for", "test_set_of",
