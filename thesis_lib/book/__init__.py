@@ -2,7 +2,8 @@
 
 Modules, one idea each:
 
-* :mod:`~thesis_lib.book.runs` -- the built-in data and trained nets, cached (:func:`trained_model`);
+* :mod:`~thesis_lib.book.runs` -- the built-in data and trained nets, cached (:func:`trained_model`),
+  or the reader's own music and net (:func:`reader_run`);
 * :mod:`~thesis_lib.book.display` -- audio players, HTML pieces, Markdown tables, embedded figures;
 * :mod:`~thesis_lib.book.figures` -- the chapters' figures and tables of the network;
 * :mod:`~thesis_lib.book.realmusic` -- chapter 4b's real music: cross-validation (cached), wrong tracks, the leak;
@@ -24,7 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "runs": ("SMALL_SPEC", "SMALL_EPOCHS", "SMALL_BATCH", "synth_spec", "train_settings", "dataset", "BookRun",
              "RESULT_SETTINGS", "run_key", "trained_model", "finished_runs", "clips_per_track", "leakage",
              "track_path", "PRETRAINED", "pretrained_run", "run_origin", "shipped_net_for", "test_set_of",
-             "clips_of"),
+             "clips_of", "reader_run", "reader_data", "reader_settings", "READER_NOTE"),
     "display": ("STATIC_ENV", "in_colab", "static_build", "HTML", "audio_html", "player", "players",
                 "markdown_table", "figure_html", "signal_panel"),
     "figures": ("RESPONSE_FFT", "network_table", "filter_stats", "dc_gain_db", "weight_change", "filter_limit",

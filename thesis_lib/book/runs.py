@@ -9,7 +9,10 @@ time), so whatever it needs from an earlier chapter it asks for here:
   or training one through :func:`thesis_lib.reproduce.reproduce`; when the
   run asked for is the one the package ships (:mod:`thesis_lib.pretrained`)
   and none is cached, it returns the shipped net with its regenerated test
-  clips (:func:`pretrained_run`) instead of training for a quarter of an hour.
+  clips (:func:`pretrained_run`) instead of training for a quarter of an hour;
+* :func:`reader_run` is what chapters 4-7 call: the run above, or one on the
+  reader's own music (``DATA``) and/or net (``MODEL``), so a reader can follow
+  the whole book on their own collection (issue 11).
 
 ``small=True`` is the small setting that CI and a quick look use: four short
 tracks per style and two epochs, so a chapter runs in well under a minute.
@@ -77,7 +80,7 @@ class BookRun:
     path: Path
     dataset: PreparedDataset
     split: Split
-    spec: SynthSpec
+    spec: SynthSpec | None   # None: the reader's own music (:func:`reader_run`)
     settings: TrainSettings
     reused: bool = False
     extra: dict = field(default_factory=dict)
@@ -92,6 +95,23 @@ class BookRun:
         if not clips:
             raise ValueError(f"no test clip of style {style!r}; styles are {self.styles}")
         return np.array(self.dataset.clips[clips[index % len(clips)]], dtype=np.float32)  # a writable copy
+
+    def style_pair(self, content: str | None = None, target: str | None = None) -> tuple[str, str]:
+        """The styles chapters 6 and 7 dream from (``content``) and toward (``target``).
+
+        ``None`` picks the run's first style (C-pop on the built-in data) for
+        ``content`` and the first other one (metal) for ``target``, so the
+        chapters need no style names of their own; a name the run does not know
+        is a :class:`ValueError` listing the run's styles.
+        """
+        for role, name in (("CONTENT", content), ("TARGET", target)):
+            if name is not None and name not in self.styles:
+                raise ValueError(f"{role} = {name!r} is not a style of this run; its styles are {self.styles}")
+        content = content or next(s for s in self.styles if s != target)
+        target = target or next(s for s in self.styles if s != content)
+        if content == target:
+            raise ValueError(f"CONTENT and TARGET are both {content!r}; pick two different styles of {self.styles}")
+        return content, target
 
 
 RESULT_SETTINGS = ("learning_rate", "batch_size", "epochs", "momentum", "test_batch_size", "seed",
@@ -138,10 +158,7 @@ def trained_model(small: bool = True, split: str = "track", epochs: int | None =
             log(f"no trained run {key} is cached: using the shipped net {shipped!r} (make book trains its own)")
         return pretrained_run(shipped, device, cfg, progress)
     if not reused:
-        with _lock(out.with_name(out.name + ".lock")):  # two notebooks asking at once train it once
-            reused = done.is_file()
-            if not reused:
-                _train_run(out, done, spec, cfg, settings, split, progress, log)
+        reused = _once(out, lambda: _train_run(out, done, spec, cfg, settings, split, progress, log))
     model, styles, _ = load_model(out / "model.pt")
     metrics = json.loads((out / "metrics.json").read_text())
     ds = dataset(small, spec, cfg)
@@ -217,11 +234,167 @@ def pretrained_run(name: str = PRETRAINED, device: str = "auto", cfg: ThesisConf
                [f"the test clips of the shipped net {name!r}"])
     model, styles, ckpt = pretrained.load(name)
     select_device(device)   # the chapters move the model themselves; this only checks the request
-    fields = set(TrainSettings.__dataclass_fields__)
-    settings = TrainSettings(**{k: v for k, v in ckpt.get("settings", {}).items() if k in fields})
+    settings = _settings_of(ckpt)
     return BookRun(model, styles, dict(entry["metrics"]), list(entry.get("history", [])),
                    pretrained.path(name, verify=False), ds, sp, spec, settings, reused=True,
                    extra={"pretrained": name})
+
+
+READER_NOTE = ("The text of this page describes the book's own run on its built-in data; the numbers, tables, "
+               "figures and sounds on it are your own.")
+"""What :func:`run_origin` adds for a reader's run: chapters 4-7 hold only the built-in run to their prose."""
+
+
+def reader_settings(small: bool = False, epochs: int | None = None, device: str = "auto",
+                    seed: int = 0) -> TrainSettings:
+    """How :func:`reader_run` trains the thesis net on a reader's music: ``train``'s recipe for it.
+
+    The thesis's own settings (batch 480, fixed epochs, no regularisation) are
+    unstable on a few hundred real clips (see :class:`~thesis_lib.config.TrainSettings`);
+    :meth:`TrainSettings.recommended` is the recipe cross-validated on real
+    recordings. ``small`` (a quick look) trains :data:`SMALL_EPOCHS` epochs unless
+    ``epochs`` says otherwise.
+    """
+    over: dict = {"seed": seed, "device": device}
+    if small or epochs:
+        over["epochs"] = epochs or SMALL_EPOCHS
+    return TrainSettings.recommended("thesis", **over)
+
+
+def reader_run(data: str | Path | None = None, model: str | Path | None = None, small: bool = False,
+               split: str = "track", epochs: int | None = None, device: str = "auto", seed: int = 0,
+               progress: bool = False, log=None, cfg: ThesisConfig = THESIS) -> BookRun:
+    """The run chapters 4-7 use: the book's own, or one on the reader's music and/or net (issue 11).
+
+    * neither ``data`` nor ``model``: the built-in run, :func:`trained_model`
+      (cached, or the shipped net when none is);
+    * ``data`` only: a folder of the reader's music, one sub-folder per style,
+      prepared (cached) and split (``split``, by track by default, ``seed``); the
+      thesis net is trained on its training tracks with :func:`reader_settings`
+      through :func:`thesis_lib.robust.train_any`, once: the run is cached in
+      ``default_cache_dir()/book/reader-<key>``, keyed by the prepared data and
+      every setting that changes the result, and counts as finished once its
+      ``book.json`` is written;
+    * ``data`` and ``model`` (a ``model.pt`` or ``pretrained:NAME``; chapters 5-7
+      dream, so it must be the thesis net, StyleNet): the net is tested on the
+      test clips of the same split of ``data``. Its styles must be among the
+      data's. If it was trained on this folder it may have heard these songs,
+      and ``split.notes`` says so;
+    * ``model`` only: a shipped net trained on the built-in data
+      (:func:`pretrained_run`); any other net needs ``data`` (ValueError).
+
+    A reader's run has ``spec=None`` and ``extra["reader"]`` naming its data and
+    model, which :func:`run_origin` reports.
+    """
+    if data is None and model is None:
+        return trained_model(small, split, epochs, device, seed, progress, log, cfg)
+    if data is None:
+        return _shipped_without_data(model, device, cfg, progress)
+    import os
+
+    from ..checkpoint import load_model
+
+    folder = Path(os.path.expanduser(str(data)))
+    ds = reader_data(folder, cfg, progress)
+    per_style = (cfg.train_per_style, cfg.test_per_style)
+    sp = split_dataset(ds, *per_style, split=split, seed=seed)
+    if model is not None:
+        return _reader_model_run(ds, sp, folder, model, device, seed)
+    from .realmusic import cache_key
+
+    settings = reader_settings(small, epochs, device, seed)
+    key = cache_key(ds, settings, {"run": "reader", "split": split, "per_style": per_style})
+    out = default_cache_dir() / "book" / f"reader-{key}"
+
+    def train() -> None:
+        if log:
+            log(f"training the thesis net on {folder} ({settings.epochs} epochs, split by {split}) into {out}")
+        _train_reader(out, ds, sp, settings, cfg, progress, log)
+
+    reused = _once(out, train)
+    net, styles, _ = load_model(out / "model.pt", require="StyleNet")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return BookRun(net, styles, metrics, list(metrics.get("epochs", [])), out, ds, sp, None, settings, reused,
+                   extra={"reader": {"data": str(folder), "model": None}})
+
+
+def reader_data(data: str | Path, cfg: ThesisConfig = THESIS, progress: bool = False) -> PreparedDataset:
+    """The reader's ``DATA`` folder (``~`` expanded), prepared (cached): chapters 2 and 4-7 open it here.
+
+    A missing folder is a :class:`DatasetError` that says what ``DATA`` should be.
+    """
+    import os
+
+    folder = Path(os.path.expanduser(str(data)))
+    if not folder.is_dir():
+        raise DatasetError(f"DATA = {str(data)!r}: no such folder. DATA is a folder of your music with one "
+                           "sub-folder per style (DATA/<style>/<tracks>), or None for the built-in data "
+                           "(the free collection: python -m thesis_lib free-music --out DIR)")
+    return prepare_dataset(folder, cfg=cfg, progress=progress)
+
+
+def _shipped_without_data(model: str | Path, device: str, cfg: ThesisConfig, progress: bool) -> BookRun:
+    """``MODEL`` without ``DATA``: only a shipped net of the built-in data knows its test clips."""
+    from .. import pretrained
+
+    text = str(model)
+    name = text[len(pretrained.PREFIX):] if text.startswith(pretrained.PREFIX) else None
+    if name is None or pretrained.info(name).get("data", {}).get("kind") != "synth":
+        raise ValueError(f"MODEL = {text!r} needs DATA: the chapters test and dream on clips of the music a net "
+                         "was trained on, so set DATA to that folder (one sub-folder per style). Only a net "
+                         f"shipped for the built-in data (e.g. 'pretrained:{PRETRAINED}') runs without DATA.")
+    run = pretrained_run(name, device, cfg, progress)
+    run.extra["model"] = text   # asked for by MODEL, not a fallback: run_origin says so
+    return run
+
+
+def _reader_model_run(ds: PreparedDataset, sp: Split, folder: Path, model: str | Path, device: str,
+                      seed: int) -> BookRun:
+    """The reader's net tested on the test clips of ``sp`` (those of the net's styles)."""
+    from .. import pretrained
+    from ..checkpoint import load_model
+    from ..data import label_of
+    from ..runtime import select_device
+    from ..train import evaluate
+
+    net, styles, ckpt = load_model(model, require="StyleNet")
+    missing = [s for s in styles if s not in sp.styles]
+    if missing:
+        raise ValueError(f"MODEL = {str(model)!r} knows the styles {styles}, but DATA = {str(folder)!r} has "
+                         f"{sp.styles} (styles with usable tracks), without {missing}. Use a net trained on "
+                         "these styles, or MODEL = None to train one on DATA.")
+    mine = np.isin(ds.style_of, [ds.styles.index(s) for s in styles])
+    note = (f"the test clips are a split by {sp.mode} of {folder} (seed {seed}): if the net was trained on this "
+            "folder it may have heard these songs (a net the book trained on it with the same seed held exactly "
+            "these out)")
+    split = Split(sp.train[mine[sp.train]], sp.test[mine[sp.test]], styles, sp.mode, [*sp.notes, note])
+    settings = _settings_of(ckpt)
+    dev = select_device(device)
+    metrics = evaluate(net.to(dev), ds, split.test, label_of(ds, split.test, split), styles,
+                       settings.test_batch_size, dev)
+    history = list((ckpt.get("metrics") or {}).get("epochs", []))
+    metrics.update(device=str(dev), notes=split.notes, n_test=int(len(split.test)), epochs=history)
+    return BookRun(net.cpu(), styles, metrics, history, pretrained.resolve(model), ds, split, None, settings,
+                   reused=True, extra={"reader": {"data": str(folder), "model": str(model)}})
+
+
+def _train_reader(out: Path, ds: PreparedDataset, sp: Split, settings: TrainSettings, cfg: ThesisConfig,
+                  progress: bool, log) -> None:
+    from ..robust import train_any
+    from .realmusic import data_key
+
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted run: start again
+    train_any(ds, sp, settings, out=out, cfg=cfg, progress=progress, log=log or (lambda m: None))
+    (out / "book.json").write_text(json.dumps({"kind": "reader", "data": str(ds.report.get("data", ds.path)),
+                                               "data_key": data_key(ds), "settings": asdict(settings),
+                                               "split": sp.mode}, indent=1))
+
+
+def _settings_of(ckpt: dict) -> TrainSettings:
+    """The :class:`TrainSettings` a checkpoint records (fields this version does not know are dropped)."""
+    fields = set(TrainSettings.__dataclass_fields__)
+    return TrainSettings(**{k: v for k, v in (ckpt.get("settings") or {}).items() if k in fields})
 
 
 def ship_run(run: BookRun, name: str = PRETRAINED, folder: str | Path | None = None,
@@ -281,11 +454,31 @@ def ship_run(run: BookRun, name: str = PRETRAINED, folder: str | Path | None = N
 
 
 def run_origin(run: BookRun) -> str:
-    """One Markdown sentence for a chapter: which net this page uses and how it compares with the shipped one."""
+    """Markdown for a chapter: which net this page uses and how it compares with the shipped one.
+
+    For a reader's run (:func:`reader_run`): which data and net, and that the
+    page's prose describes the built-in run (:data:`READER_NOTE`).
+    """
     from .. import pretrained
 
     name = run.extra.get("pretrained")
     acc = run.metrics.get("test_accuracy")
+    reader = run.extra.get("reader")
+    if reader:
+        where = f"your music in `{reader['data']}` (styles {', '.join(run.styles)}"
+        tested = (f"test accuracy {acc:.3f} on {len(run.split.test)} clips of {run.metrics.get('n_test_tracks')} "
+                  f"tracks held out by a split by {run.split.mode}")
+        if reader["model"]:
+            what = (f"the net `{reader['model']}` on {where}): {tested}; if that net was trained on this folder it "
+                    "may have heard these songs")
+        else:
+            what = (f"a thesis net trained here on {where}; {run.settings.recipe} recipe, "
+                    f"{len(run.history)} epochs): {tested}")
+        return f"This page uses {what}. {READER_NOTE}"
+    if name and run.extra.get("model"):
+        return (f"This page uses the net shipped with the package, `{name}`, as MODEL asks (trained by `reproduce` "
+                f"on the built-in data; test accuracy {acc:.3f} on its {len(run.split.test)} test clips). The text "
+                "of this page describes the book's own run on the same data, whose numbers can differ a little.")
     if name:
         return (f"No trained run was cached, so this page uses the net shipped with the package, `{name}` "
                 f"(trained by `reproduce` on the built-in data; test accuracy {acc:.3f} on the same "
@@ -302,6 +495,22 @@ def run_origin(run: BookRun) -> str:
             + (", so numbers on this page match what a reader without a trained run sees."
                if same else ": a reader without a trained run gets the shipped net, and numbers a little different "
                             "from this page's."))
+
+
+def _once(out: Path, make) -> bool:
+    """Run ``make()`` unless the run in ``out`` is finished (its ``book.json`` exists); True when it was.
+
+    Under a file lock beside ``out``, so two notebooks asking for one run at
+    once train it once; ``make`` must write ``out/book.json`` last.
+    """
+    done = out / "book.json"
+    if done.is_file():
+        return True
+    with _lock(out.with_name(out.name + ".lock")):
+        if done.is_file():
+            return True
+        make()
+    return False
 
 
 def _lock(path: Path):
@@ -342,10 +551,12 @@ def _train_run(out: Path, done: Path, spec: SynthSpec, cfg: ThesisConfig, settin
 
 
 def finished_runs(small: bool | None = None) -> list[dict]:
-    """Facts of the finished runs in the cache (optionally only those of the small or full data)."""
+    """Facts of the finished runs of the built-in data in the cache (optionally only the small or full data)."""
     rows = []
     for done in sorted((default_cache_dir() / "book").glob("*/book.json")):
         info = json.loads(done.read_text())
+        if "spec" not in info:   # a reader's run (:func:`reader_run`): other data, other recipe
+            continue
         if small is not None and (SynthSpec(**info["spec"]) == SMALL_SPEC) != small:
             continue
         try:
