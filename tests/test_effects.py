@@ -160,3 +160,33 @@ def test_effects_cli_prints_parameters_and_both_models(net, judge, tmp_path, cap
 def test_random_net_chain_runs_on_a_synthetic_chord():
     r = effect_steer(random_net(0), chord(), 1, 2, progress=False)
     assert np.isfinite(r.p_target_after) and audio_problems(r.audio) == []
+
+
+class _DensityNet(torch.nn.Module):
+    """A stand-in steering net whose "target" logit grows with the clip's mean level at peak 0.9 (drive and
+    compression both raise it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg, self.n_styles = THESIS, 2
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], -1)
+        density = x.abs().mean(-1) / x.abs().amax(-1)
+        return torch.stack([torch.zeros_like(density), 40 * self.w * (density - 0.3)], 1)
+
+
+def test_a_second_start_with_the_drive_engaged_finds_a_lower_loss_than_neutral_alone():
+    from dataclasses import replace
+
+    from thesis_lib.dream.settings import EFFECTS
+
+    net, clip = _DensityNet(), chord()
+    alone = effect_steer(net, clip, 1, ITER, penalty=0.1, cfg=replace(EFFECTS, starts=()), progress=False)
+    both = effect_steer(net, clip, 1, ITER, penalty=0.1, progress=False)
+    assert both.loss < alone.loss                       # the engaged start ends lower here, and is the one kept
+    assert both.params != alone.params
+    assert both.params["drive_mix"] > 0.05 and both.params["drive_db"] > 6   # this net wants drive: it is kept
+    with pytest.raises(DreamError, match="unknown controls"):
+        effect_steer(net, clip, 1, 1, cfg=replace(EFFECTS, starts=((("reverb", 1.0),),)), progress=False)

@@ -337,6 +337,7 @@ class EffectResult:
     judge_predicted_before: int | None = None
     judge_predicted_after: int | None = None
     judge_target: int | None = None
+    loss: float = float("nan")  #: the search's objective at the end (-log p(target) + penalty term)
 
     @property
     def flipped(self) -> bool:
@@ -375,10 +376,14 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
     """Find the effect parameters that make ``model`` hear ``target``; the judge only scores the result.
 
     Minimises ``-log p(target | chain(x, p)) + penalty · Σ ((p - neutral) / range)²``
-    over the parameters in [0, 1] (their bounds) with L-BFGS-B, starting from
-    neutral. ``judge`` (optional) is called twice, on the clip and on the
-    result, never during the search; ``styles`` are the steering net's style
-    names, used to find the target among the judge's.
+    over the parameters in [0, 1] (their bounds) with L-BFGS-B, from neutral
+    and from each of ``cfg.starts`` (drive and compression engaged: at neutral
+    the drive amount has no gradient, see :class:`EffectsConfig`), keeping the
+    end with the lowest loss -- the penalty still pulls every control toward neutral, so an
+    engaged drive survives only where the net wants it. ``judge`` (optional)
+    is called twice, on the clip and on the result, never during the search;
+    ``styles`` are the steering net's style names, used to find the target
+    among the judge's.
     """
     freeze(model)
     x0 = check_clip(clip, model.cfg)
@@ -403,8 +408,17 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
         original = chain.apply(x, chain.from_unit(u0)).cpu().numpy()
     p0 = _net_proba(model, original, device)
     t0 = time.perf_counter()
-    out = minimize_lbfgs(loss, chain.neutral_unit, iterations, (0.0, 1.0), device, progress,
-                         desc=f"effects → {target}")
+    out = None
+    for start in ({}, *(dict(s) for s in cfg.starts)):
+        unknown = set(start) - set(chain.names)
+        if unknown:
+            raise DreamError(f"EffectsConfig.starts names unknown controls {sorted(unknown)}; the chain has {chain.names}")
+        values0 = {**neutral(cfg), **start}
+        u_start = np.array([p.to_unit(values0[p.name]) for p in chain.params], dtype=np.float64)
+        tried = minimize_lbfgs(loss, u_start, iterations, (0.0, 1.0), device, progress,
+                               desc=f"effects → {target}")
+        if out is None or tried.loss < out.loss:
+            out = tried
     seconds = time.perf_counter() - t0
     u = torch.as_tensor(out.x, dtype=torch.float32, device=device).clamp(0, 1)
     values = chain.from_unit(u)
@@ -415,7 +429,8 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
     audio = finish_audio(y, model.cfg)
     result = EffectResult(audio, finish_audio(original, model.cfg), target, params, describe_parameters(params, cfg),
                           float(p0[target]), float(p1[target]), int(p0.argmax()), int(p1.argmax()),
-                          change_measures(audio, original, model.cfg.sample_rate), seconds, out.iterations)
+                          change_measures(audio, original, model.cfg.sample_rate), seconds, out.iterations,
+                          loss=float(out.loss))
     if judge is not None:
         j0, j1 = judge.proba(result.original), judge.proba(result.audio)
         result.judge_target = judge_target

@@ -89,6 +89,12 @@ class EffectsConfig:
     compressor_window_ms: float = 10.0        #: RMS window of the compressor's level detector
     compressor_smooth_ms: float = 50.0        #: smoothing of the compressor's gain (its attack and release)
     compressor_knee_db: float = 6.0           #: softness of the compressor's knee
+    #: Where the search starts besides neutral (controls not named stay neutral); the best end wins.
+    #: Why: at neutral the drive amount has no gradient (its mix is 0), and a little mix of an undriven
+    #: tanh is a mild expansion, not distortion; on the book's net a search from neutral never engaged
+    #: the drive. A second start with drive and compressor engaged lets the optimiser keep or drop them.
+    starts: tuple[tuple[tuple[str, float], ...], ...] = (
+        (("drive_db", 24.0), ("drive_mix", 1.0), ("threshold_db", -20.0), ("ratio", 4.0)),)
 
 
 EFFECTS = EffectsConfig()
