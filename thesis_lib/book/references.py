@@ -107,8 +107,10 @@ def make_references(out: str | Path = HERE, name: str = "thesis-synth", clip_num
                          "relation_to_cpop": {k: round(float(v), 4) for k, v in relation(y, content, rate).items()},
                          "sha256": _sha256(file)}
         log(f"{slug}: {what} ({seconds:.1f} s)")
+    kept = references(out).get("sounds", {}) if only is not None else {}   # remaking a few keeps the others
     index = {"format": FORMAT, "net": name, "net_sha256": pretrained.info(name)["sha256"], "sample_rate": rate,
-             "clips": where, "torch": torch.__version__, "sounds": entries}
+             "clips": where, "torch": torch.__version__,
+             "sounds": {k: v for k, v in {**kept, **entries}.items() if (out / v["file"]).is_file()}}
     (out / INDEX).write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
     return index
 
