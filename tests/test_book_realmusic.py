@@ -35,6 +35,7 @@ def test_cache_key_covers_data_settings_and_folds_not_device(toy_prepared):
     assert k == realmusic.cache_key(toy_prepared, replace(s, device="cpu", impl="fast"), {"folds": 2})
     assert k != realmusic.cache_key(toy_prepared, replace(s, seed=1), {"folds": 2})
     assert k != realmusic.cache_key(toy_prepared, s, {"folds": 3})
+    assert k != realmusic.cache_key(toy_prepared, replace(s, sample_rate=None), {"folds": 2})
 
 
 def test_cached_crossval_runs_once_and_names_the_wrong_tracks(toy_prepared, cache):

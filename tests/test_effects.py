@@ -190,3 +190,15 @@ def test_a_second_start_with_the_drive_engaged_finds_a_lower_loss_than_neutral_a
     assert both.params["drive_mix"] > 0.05 and both.params["drive_db"] > 6   # this net wants drive: it is kept
     with pytest.raises(DreamError, match="unknown controls"):
         effect_steer(net, clip, 1, 1, cfg=replace(EFFECTS, starts=((("reverb", 1.0),),)), progress=False)
+
+
+def test_a_judge_that_reads_16_khz_hears_the_8_khz_clip_resampled():
+    from thesis_lib.config import TrainSettings
+    from thesis_lib.mel import MelNet
+
+    cfg16 = TrainSettings.recommended("mel").applied_to(THESIS)
+    model = MelNet(2, cfg16)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
+    p = Judge(model, ["low", "high"], "mel16").proba(chord(), THESIS.sample_rate)
+    assert seen == [2 * THESIS.clip_samples] and p.shape == (2,) and np.isclose(p.sum(), 1)

@@ -16,9 +16,9 @@ from thesis_lib.baseline import LogMelBaseline
 from thesis_lib.checkpoint import CheckpointError, load_model
 from thesis_lib.config import THESIS, TRAIN_DEFAULTS, TrainSettings
 from thesis_lib.crossval import crossval, few_test_tracks, track_folds
-from thesis_lib.data import Split, prepare_dataset, split_dataset
+from thesis_lib.data import DatasetError, Split, prepare_dataset, split_dataset
 from thesis_lib.mel import LogMel, MelNet
-from thesis_lib.robust import build_model, train_any, validation_tracks
+from thesis_lib.robust import build_model, prepared_for, train_any, validation_tracks
 
 FAST = dict(epochs=2, batch_size=4, device="cpu")
 
@@ -154,10 +154,11 @@ def test_defaults_are_recorded():
 def test_train_predict_round_trip(three_styles, tmp_path, model, recipe):
     from thesis_lib.predict import clip_probabilities
 
-    ds = three_styles
-    sp = split_dataset(ds, 100, 100, "track", seed=0)
     base = TrainSettings.recommended(model) if recipe == "robust" else TrainSettings()
     settings = replace(base, **FAST)
+    ds = prepared_for(three_styles, settings, log=lambda m: None)       # 16 kHz for mel and baseline
+    assert ds.clips.shape[1] == 5 * (16_000 if model != "thesis" else 8_000)
+    sp = split_dataset(ds, 100, 100, "track", seed=0)
     res = train_any(ds, sp, settings, tmp_path / "run", progress=False, log=lambda m: None)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == model and metrics["settings"]["model"] == model
@@ -178,9 +179,32 @@ def test_train_predict_round_trip(three_styles, tmp_path, model, recipe):
 
 def test_robust_recipe_with_a_clip_split_trains_on_training_clips_only(toy_prepared):
     sp = split_dataset(toy_prepared, 100, 2, "clip", seed=0)
-    res = train_any(toy_prepared, sp, replace(TrainSettings.recommended("baseline"), device="cpu"),
+    res = train_any(toy_prepared, sp, replace(TrainSettings.recommended("baseline"), device="cpu", sample_rate=None),
                     progress=False, log=lambda m: None)
     assert res.metrics["n_train"] == len(sp.train)
+
+
+def test_log_mel_models_read_16_khz_and_data_of_another_rate_is_prepared_again_or_refused(toy_prepared, tmp_path):
+    mel, thesis = TrainSettings.recommended("mel"), TrainSettings.recommended("thesis")
+    assert (mel.sample_rate, TrainSettings.recommended("baseline").sample_rate, thesis.sample_rate) == \
+        (16_000, 16_000, None)
+    cfg = mel.applied_to(THESIS)
+    assert (cfg.sample_rate, cfg.clip_samples, cfg.trim_samples) == (16_000, 80_000, 480_000)
+    assert cfg.clip_seconds == THESIS.clip_seconds and thesis.applied_to(THESIS).sample_rate == THESIS.sample_rate
+    assert prepared_for(toy_prepared, thesis) is toy_prepared                      # already what it reads
+    again = prepared_for(toy_prepared, mel, log=lambda m: None)
+    assert again.clips.shape[1] == 80_000 and again.tracks == toy_prepared.tracks
+    sp = split_dataset(toy_prepared, 100, 2, "track", seed=0)
+    with pytest.raises(DatasetError, match="reads 5-second clips at 16000 Hz"):
+        train_any(toy_prepared, sp, replace(mel, **FAST), progress=False, log=lambda m: None)
+    import shutil
+    moved = shutil.copytree(toy_prepared.path, tmp_path / "prep")
+    orphan = type(toy_prepared).load(moved)
+    orphan.report["data"] = str(tmp_path / "gone")
+    with pytest.raises(DatasetError, match="not here to prepare again"):
+        prepared_for(orphan, mel)
+    with pytest.raises(ValueError, match="too low"):
+        replace(mel, sample_rate=100).applied_to(THESIS)
 
 
 def test_thesis_recipe_is_the_thesis_net_only(toy_prepared):

@@ -31,6 +31,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="robust (default): fresh random windows, augmentation, dropout, weight decay, epoch "
                         "chosen on a validation split by track; thesis: the thesis's loop (same clips every "
                         "epoch, fixed epochs; thesis net only)")
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="rate the clips are prepared at (default: 16000 for the log-mel models mel and "
+                        "baseline, the thesis's 8000 for the thesis net)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
@@ -198,12 +201,16 @@ def _cmd_prepare(a) -> int:
     return 0
 
 
-def _dataset_for(data: Path, cache: Path | None, progress: bool):
+def _dataset_for(data: Path, cache: Path | None, progress: bool, settings=None):
+    """The clips ``settings`` read (their sample rate), from an audio folder or a prepared one."""
     from .data import PreparedDataset, describe_report, prepare_dataset
+    from .robust import prepared_for
 
     if (data / "index.json").is_file():
-        return PreparedDataset.load(data)
-    ds = prepare_dataset(data, progress=progress, cache_dir=cache)
+        ds = PreparedDataset.load(data)
+        return ds if settings is None else prepared_for(ds, settings, progress=progress)
+    cfg = settings.applied_to(THESIS) if settings is not None else THESIS
+    ds = prepare_dataset(data, progress=progress, cache_dir=cache, cfg=cfg)
     print(describe_report(ds))
     print(f"prepared clips cached in {ds.path}")
     return ds
@@ -244,11 +251,12 @@ def _cmd_train(a) -> int:
         if a.data is None or a.out is None:
             print("train needs --data DIR and --out DIR (or --resume DIR)", file=sys.stderr)
             return 2
+        settings = _settings_from_args(a)
         with _distributed_launch(a.device) as info:
             with contextlib.redirect_stdout(sys.stdout if info.is_main else io.StringIO()):
                 if info.enabled and not info.is_main:
                     _barrier()                       # rank 0 prepares the clips first...
-                ds = _dataset_for(a.data, a.cache, not a.quiet and info.is_main)
+                ds = _dataset_for(a.data, a.cache, not a.quiet and info.is_main, settings)
                 if info.enabled and info.is_main:
                     _barrier()                       # ...then the others read them from the cache
                 sp = split_dataset(ds, a.train_per_style, a.test_per_style, a.split, a.seed)
@@ -256,7 +264,6 @@ def _cmd_train(a) -> int:
                     print("note:", note)
                 for w in _few_test_tracks(ds, sp):
                     print("warning:", w)
-            settings = _settings_from_args(a)
             if info.enabled and settings.recipe != "thesis":
                 raise ValueError("training under torchrun supports --model thesis --recipe thesis only")
             if settings.recipe == "thesis":
@@ -282,8 +289,8 @@ def _settings_from_args(a):
         base = TrainSettings()
     else:
         base = TrainSettings.recommended(a.model)
-    changes = {k: v for k, v in (("learning_rate", a.lr), ("batch_size", a.batch_size), ("epochs", a.epochs))
-               if v is not None}
+    changes = {k: v for k, v in (("learning_rate", a.lr), ("batch_size", a.batch_size), ("epochs", a.epochs),
+                                 ("sample_rate", a.sample_rate)) if v is not None}
     from dataclasses import replace
 
     return replace(base, seed=a.seed, device=a.device, impl=a.impl, precision=a.precision, **changes)
@@ -302,8 +309,8 @@ def _few_test_tracks(ds, sp) -> list[str]:
 def _cmd_crossval(a) -> int:
     from .crossval import crossval
 
-    ds = _dataset_for(a.data, a.cache, not a.quiet)
     settings = _settings_from_args(a)
+    ds = _dataset_for(a.data, a.cache, not a.quiet, settings)
     print(f"cross-validating model {settings.model} ({settings.recipe} recipe) with {a.folds} folds on "
           f"{len(ds.tracks)} tracks", flush=True)
     log = (lambda m: print(m, flush=True) if m.startswith(("fold", "warning")) else None) if a.quiet else \

@@ -91,8 +91,10 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
     import torch
 
     from .predict import clip_probabilities
-    from .robust import train_any
+    from .robust import prepared_for, train_any
     from .runtime import select_device
+
+    ds = prepared_for(ds, settings, progress=progress, log=log)    # the rate this model reads (16 kHz log-mel)
 
     styles = [s for s, n in ds.clips_per_style().items() if n > 0]
     remap = {ds.styles.index(s): i for i, s in enumerate(styles)}

@@ -65,6 +65,30 @@ def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: f
     raise ValueError(f"model must be one of {MODELS}, not {name!r}")
 
 
+def prepared_for(ds: PreparedDataset, settings, cfg: ThesisConfig = THESIS, progress: bool = False,
+                 log: Callable[[str], None] = print) -> PreparedDataset:
+    """``ds`` itself when its clips are what ``settings`` read, else its source folder prepared so (cached).
+
+    The log-mel models of the robust recipe read 16 kHz (``TrainSettings.sample_rate``), the thesis
+    net 8 kHz; a collection prepared for one is prepared again, from the same audio files, for the
+    other. :class:`~thesis_lib.data.DatasetError` when the source folder is gone.
+    """
+    from .data import DatasetError, prepare_dataset
+
+    want = settings.applied_to(cfg)
+    have = ds.clips.shape[1]
+    if have == want.clip_samples:
+        return ds
+    source = ds.report.get("data")
+    if not source or not Path(source).is_dir():
+        raise DatasetError(f"{ds.path}: prepared as clips of {have} samples, but the {settings.model} model reads "
+                           f"{want.clip_seconds:g}-second clips at {want.sample_rate} Hz ({want.clip_samples} "
+                           f"samples), and the audio folder it came from ({source or 'unknown'}) is not here to "
+                           "prepare again; prepare it with that sample rate or set sample_rate")
+    log(f"preparing {source} at {want.sample_rate} Hz for the {settings.model} model (cached)")
+    return prepare_dataset(source, cfg=want, progress=progress)
+
+
 def validation_tracks(track_style: np.ndarray, tracks: np.ndarray, fraction: float,
                       rng: np.random.Generator) -> np.ndarray:
     """About ``fraction`` of each style's ``tracks`` (at least one, only for styles with >= 3)."""
@@ -208,6 +232,11 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     out = Path(out) if out is not None else None
     torch.manual_seed(settings.seed)
     cfg = settings.applied_to(cfg)
+    if ds.clips.shape[1] != cfg.clip_samples:
+        from .data import DatasetError
+        raise DatasetError(f"{ds.path}: clips of {ds.clips.shape[1]} samples, but the {settings.model} model reads "
+                           f"{cfg.clip_seconds:g}-second clips at {cfg.sample_rate} Hz ({cfg.clip_samples} samples): "
+                           "prepare the data at that rate (thesis_lib.robust.prepared_for) or set sample_rate")
     model = build_model(settings.model, len(split.styles), cfg, settings.dropout).to(device)
     remap = {ds.styles.index(name): i for i, name in enumerate(split.styles)}
     per_clip = split.mode == "clip"

@@ -79,6 +79,8 @@ def data_key(ds: PreparedDataset) -> str:
 def cache_key(ds: PreparedDataset, settings: TrainSettings, what: dict) -> str:
     """Key of a cached result: the data, every setting that changes the result, and ``what`` was run."""
     s = {k: v for k, v in asdict(settings).items() if k not in NOT_IN_KEY}
+    if s.get("sample_rate") is None:   # the thesis's rate, what every key meant before the field existed
+        s.pop("sample_rate", None)
     blob = json.dumps({"format": CACHE_FORMAT, "data": data_key(ds), "settings": s, **what}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -163,15 +165,16 @@ def leak_comparison(ds: PreparedDataset, settings: TrainSettings, seeds: int, lo
     The result has ``runs`` (seed, split, clip accuracy, share of test clips whose
     track is also in training) and per split the mean and spread over seeds.
     """
-    from ..robust import train_any
+    from ..robust import prepared_for, train_any
 
     def compute() -> dict:
+        data = prepared_for(ds, settings, log=log or (lambda m: None))   # the rate this model reads
         rows = []
         for seed in range(seeds):
-            for sp in leak_splits(ds, seed):
-                r = train_any(ds, sp, replace(settings, seed=seed), out=None, progress=False,
+            for sp in leak_splits(data, seed):
+                r = train_any(data, sp, replace(settings, seed=seed), out=None, progress=False,
                               log=log or (lambda m: None))
-                shared = np.isin(ds.track_of[sp.test], ds.track_of[sp.train]).mean()
+                shared = np.isin(data.track_of[sp.test], data.track_of[sp.train]).mean()
                 rows.append({"seed": seed, "split": sp.mode, "test clips": int(len(sp.test)),
                              "accuracy": float(r.metrics["test_accuracy"]), "shared": float(shared)})
         summary = {k: {"mean": float(np.mean([r["accuracy"] for r in rows if r["split"] == k])),

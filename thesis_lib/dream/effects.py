@@ -279,12 +279,23 @@ class Judge:
             raise DreamError(f"the judge does not know the style {style!r}; its styles are {self.styles}")
         return self.styles.index(style)
 
-    def proba(self, y: np.ndarray) -> np.ndarray:
-        """The judge's probabilities of the finished clip ``y`` (no gradients, eval mode)."""
+    def proba(self, y: np.ndarray, sample_rate: int = THESIS.sample_rate) -> np.ndarray:
+        """The judge's probabilities of the finished clip ``y`` (no gradients, eval mode).
+
+        ``y`` is at ``sample_rate`` (the steering net's, 8 kHz for the thesis net); a judge that
+        reads another rate (``train``'s log-mel models read 16 kHz) gets it resampled, so what it
+        hears above 4 kHz is what resampling puts there: nothing. Its verdict is on the band both share.
+        """
         self.model.eval()
         device = next(self.model.parameters()).device
+        rate = getattr(getattr(self.model, "cfg", None), "sample_rate", sample_rate)
+        y = np.asarray(y, dtype=np.float32)
+        if rate != sample_rate:
+            import soxr
+
+            y = soxr.resample(y, sample_rate, rate, quality="HQ").astype(np.float32)
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(y, dtype=np.float32), device=device)[None]
+            x = torch.as_tensor(y, device=device)[None]
             return torch.softmax(self.model(x), dim=1)[0].cpu().numpy()
 
 
@@ -432,7 +443,7 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
                           change_measures(audio, original, model.cfg.sample_rate), seconds, out.iterations,
                           loss=float(out.loss))
     if judge is not None:
-        j0, j1 = judge.proba(result.original), judge.proba(result.audio)
+        j0, j1 = judge.proba(result.original, model.cfg.sample_rate), judge.proba(result.audio, model.cfg.sample_rate)
         result.judge_target = judge_target
         result.judge_p_target_before, result.judge_p_target_after = float(j0[judge_target]), float(j1[judge_target])
         result.judge_predicted_before, result.judge_predicted_after = int(j0.argmax()), int(j1.argmax())
@@ -520,7 +531,7 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
         original = e.original
         s = steer(model, original, target, steer_iterations, progress=False)
         p0, p1 = _net_proba(model, original, device), _net_proba(model, s.audio, device)
-        j0, j1 = judge.proba(original), judge.proba(s.audio)
+        j0, j1 = judge.proba(original, model.cfg.sample_rate), judge.proba(s.audio, model.cfg.sample_rate)
         out["samples"].append(Verdict("samples", int(p0.argmax()), int(p1.argmax()), int(j0.argmax()),
                                       int(j1.argmax()), float(p0[target]), float(p1[target]),
                                       float(j0[judge_target]), float(j1[judge_target]),
