@@ -175,3 +175,25 @@ def test_reference_sounds_are_what_the_shipped_net_makes_here(empty_cache, tmp_p
         shipped, _ = refs.reference_audio(slug)
         assert envelope_correlation(mine, shipped) > 0.95, slug
         assert log_spectral_distance(mine, shipped, rate) < 3.0, slug
+
+
+def test_a_train_run_exports_with_its_settings_and_crossvalidated_accuracy(toy_prepared, tmp_path):
+    from dataclasses import replace
+
+    from thesis_lib.config import TrainSettings
+    from thesis_lib.data import split_dataset
+    from thesis_lib.robust import train_any
+
+    settings = replace(TrainSettings.recommended("baseline"), device="cpu", sample_rate=None)
+    sp = split_dataset(toy_prepared, 100, 2, "track", seed=0)
+    train_any(toy_prepared, sp, settings, tmp_path / "run", progress=False, log=lambda m: None)
+    cv = {"clip_accuracy_mean": 0.8, "clip_accuracy_std": 0.1, "track_accuracy_mean": 0.9,
+          "track_accuracy_std": 0.05, "folds_k": 4}
+    (tmp_path / "cv.json").write_text(json.dumps(cv))
+    facts = pretrained.run_facts(tmp_path / "run", "toy baseline", tmp_path / "cv.json")
+    assert facts["settings"]["model"] == "baseline" and facts["recipe"] == "robust"
+    assert facts["metrics"]["track_accuracy_mean"] == 0.9 and facts["metrics"]["crossval_folds"] == 4
+    assert 0 <= facts["metrics"]["test_accuracy"] <= 1
+    entry = pretrained.export(tmp_path / "run" / "model.pt", "toy-base", facts, tmp_path / "ship")
+    model, styles, _ = load_model(pretrained.path("toy-base", tmp_path / "ship"))
+    assert type(model).__name__ == entry["architecture"] == "LogMelBaseline" and styles == sp.styles

@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_pretrained)
     p.add_argument("--ship-book-run", action="store_true",
                    help="store the thesis-sized book run (trained by make book) as the shipped thesis-synth net")
+    p.add_argument("--export", type=Path, metavar="RUN", default=None,
+                   help="store RUN/model.pt (a train run) as a shipped net named --name, with RUN/metrics.json "
+                        "and, with --crossval, the cross-validated accuracy of the same recipe")
+    p.add_argument("--name", default=None, help="with --export: the shipped net's name (letters, digits, - and _)")
+    p.add_argument("--title", default="", help="with --export: one line saying what the net is")
+    p.add_argument("--crossval", type=Path, default=None, help="with --export: crossval.json of the same settings")
     p.add_argument("--references", action="store_true",
                    help="make the reference sounds (dreams, inversion, style transfer, effect steering) anew "
                         "from the shipped thesis-synth net")
@@ -387,6 +393,11 @@ def _cmd_pretrained(a) -> int:
         entry = ship_run(trained_model(False, pretrained=False, log=print))
         print(f"shipped {PRETRAINED}: {entry['file']} ({entry['bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:12]}), "
               f"test accuracy {entry['metrics']['test_accuracy']:.3f} with float16 weights")
+    if a.export is not None:
+        if not a.name:
+            raise ValueError("--export needs --name")
+        entry = pretrained.export(a.export / "model.pt", a.name, pretrained.run_facts(a.export, a.title, a.crossval))
+        print(f"shipped {a.name}: {entry['file']} ({entry['bytes'] / 1e6:.2f} MB, sha256 {entry['sha256'][:12]})")
     if a.references:
         from .book.references import HERE, make_references
 

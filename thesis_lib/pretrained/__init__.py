@@ -137,5 +137,34 @@ def export(model_pt: str | Path, name: str, facts: dict[str, Any], folder: str |
     return entry
 
 
+def run_facts(run: str | Path, title: str = "", crossval: str | Path | None = None) -> dict[str, Any]:
+    """What the manifest says of a ``train`` run: its settings, data, test metrics, and a cross-validation.
+
+    The held-out test of one ``train`` run is a handful of tracks; ``crossval`` (a
+    ``crossval.json`` of the same settings on the same data) is the number to trust, so it is
+    recorded beside it as ``metrics.clip_accuracy_mean`` and friends.
+    """
+    import platform
+    from datetime import date
+
+    run = Path(run)
+    m = json.loads((run / "metrics.json").read_text())
+    metrics = {k: m[k] for k in ("test_accuracy", "track_accuracy", "per_style_accuracy", "n_test_tracks",
+                                 "n_train_tracks") if k in m}
+    facts: dict[str, Any] = {"title": title, "recipe": m.get("recipe"), "settings": m.get("settings"),
+                             "data": {"kind": "folder", "path": m.get("data"), "split": m.get("split")},
+                             "metrics": metrics,
+                             "trained": {"device": m.get("device"), "torch": m.get("torch"),
+                                         "seconds": m.get("train_seconds"), "machine": platform.machine(),
+                                         "exported": date.today().isoformat(),
+                                         "exported_with_torch": torch.__version__}}
+    if crossval is not None:
+        cv = json.loads(Path(crossval).read_text())
+        metrics.update({k: cv[k] for k in ("clip_accuracy_mean", "clip_accuracy_std", "track_accuracy_mean",
+                                           "track_accuracy_std")})
+        metrics["crossval_folds"] = cv.get("folds_k")
+    return facts
+
+
 __all__ = ["PREFIX", "PretrainedError", "manifest", "names", "info", "path", "resolve", "load", "export",
-           "half_state", "sha256"]
+           "half_state", "sha256", "run_facts"]
