@@ -197,3 +197,19 @@ def test_a_train_run_exports_with_its_settings_and_crossvalidated_accuracy(toy_p
     entry = pretrained.export(tmp_path / "run" / "model.pt", "toy-base", facts, tmp_path / "ship")
     model, styles, _ = load_model(pretrained.path("toy-base", tmp_path / "ship"))
     assert type(model).__name__ == entry["architecture"] == "LogMelBaseline" and styles == sp.styles
+
+
+def test_the_shipped_real_music_net_reads_16_khz_and_predicts_a_song(tmp_path):
+    from thesis_lib.synth import compose_track
+    from thesis_lib.audio import write_wav
+
+    model, styles, ckpt = pretrained.load("mel-free")
+    assert styles == ["electronic", "metal", "orchestral"] and model.cfg.sample_rate == 16_000
+    assert pretrained.info("mel-free")["metrics"]["crossval_folds"] == 4
+    y = compose_track("metal", np.random.default_rng(7), 75.0, 11025)
+    write_wav(tmp_path / "song.wav", y, 11025)
+    res = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", "pretrained:mel-free",
+                          "--json", str(tmp_path / "song.wav")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    track = json.loads(res.stdout)["tracks"][0]
+    assert track["style"] in styles and track["n_clips"] == 3 and set(track["probabilities"]) == set(styles)
