@@ -94,7 +94,7 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
     from .robust import prepared_for, train_any
     from .runtime import select_device
 
-    ds = prepared_for(ds, settings, progress=progress, log=log)    # the rate this model reads (16 kHz log-mel)
+    ds = prepared_for(ds, settings, log=log)    # the rate this model reads (16 kHz log-mel); no bar in a page
 
     styles = [s for s, n in ds.clips_per_style().items() if n > 0]
     remap = {ds.styles.index(s): i for i, s in enumerate(styles)}

@@ -85,7 +85,8 @@ def prepared_for(ds: PreparedDataset, settings, cfg: ThesisConfig = THESIS, prog
                            f"{want.clip_seconds:g}-second clips at {want.sample_rate} Hz ({want.clip_samples} "
                            f"samples), and the audio folder it came from ({source or 'unknown'}) is not here to "
                            "prepare again; prepare it with that sample rate or set sample_rate")
-    log(f"preparing {source} at {want.sample_rate} Hz for the {settings.model} model (cached)")
+    log(f"preparing the collection '{Path(source).name}' at {want.sample_rate} Hz for the {settings.model} model "
+        "(cached)")
     return prepare_dataset(source, cfg=want, progress=progress)
 
 
