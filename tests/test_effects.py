@@ -202,3 +202,22 @@ def test_a_judge_that_reads_16_khz_hears_the_8_khz_clip_resampled():
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
     p = Judge(model, ["low", "high"], "mel16").proba(chord(), THESIS.sample_rate)
     assert seen == [2 * THESIS.clip_samples] and p.shape == (2,) and np.isclose(p.sum(), 1)
+
+
+def test_steer_compare_cli_counts_both_kinds_over_a_collection(net, judge, tmp_path, capsys):
+    import json
+
+    from thesis_lib.checkpoint import save_model
+
+    model, styles, ds = net
+    path = save_model(model, styles, tmp_path / "model.pt")
+    judge_path = save_model(judge.model, styles, tmp_path / "judge.pt")
+    common = ["steer-compare", "--model", str(path), "--judge", str(judge_path), "--data", str(ds.path),
+              "--clips", "3", "--iterations", "2", "--quiet"]
+    assert main([*common, "--target", "high", "--out", str(tmp_path / "cmp.json")]) == 0
+    assert "effect chain" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "cmp.json").read_text())
+    assert len(saved["clips"]) == 3 and all(c["track"].startswith("low/") for c in saved["clips"])
+    assert saved["summary"]["samples"]["clips"] == saved["summary"]["effects"]["clips"] == 3
+    assert main([*common, "--target", "jazz", "--out", str(tmp_path / "x.json")]) == 1
+    assert "not a style of the model" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The dreaming wing's subcommands: ``dream``, ``transform``, ``style-transfer``, ``dream-report``.
+"""The dreaming wing's subcommands: ``dream``, ``transform``, ``style-transfer``, ``steer-compare``, ``dream-report``.
 
 :mod:`thesis_lib.cli` registers them through :func:`add_parsers`. Every default comes
 from the frozen configs of :mod:`thesis_lib.dream.settings`, which imports no torch,
@@ -105,6 +105,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"start from the content's log-magnitude or from noise (the paper); default {AUDIO_STYLE.init}")
     p.add_argument("--griffin-lim-iterations", type=int, default=AUDIO_STYLE.griffin_lim_iterations,
                    help="phase-recovery iterations")
+    p = sub.add_parser("steer-compare", help="sample-level against effect steering over many clips, judged",
+                       description="Steer N clips (not of --target) of DATA toward --target twice -- by changing "
+                                   "the samples and through the effect chain -- with --model, and count how often "
+                                   "--model and the independent --judge (never seen by the search) hear the "
+                                   "target afterwards. Writes OUT (JSON: the summary, each clip's track and the "
+                                   "effect parameters in words) and prints the side-by-side table.")
+    p.set_defaults(handler=cmd_steer_compare)
+    p.add_argument("--model", required=True, type=Path, help="the steering classifier: model.pt or pretrained:NAME")
+    p.add_argument("--judge", required=True, type=Path, help="a second trained model that only scores the results")
+    p.add_argument("--data", required=True, type=Path, help="audio folder (DATA/<style>/...) or prepared folder")
+    p.add_argument("--target", required=True, help="style to steer toward (a style of both models)")
+    p.add_argument("--clips", type=int, default=16, help="how many clips (default 16)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="draw only from the test tracks of train's split with this seed: the songs a model "
+                        "trained by `train --seed S` never heard")
+    p.add_argument("--seed", type=int, default=0, help="which clips are drawn")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"L-BFGS-B iterations of both searches (default: steer {TRANSFORM.steer_iterations}, "
+                        f"effects {EFFECTS.iterations})")
+    p.add_argument("--out", required=True, type=Path, help="JSON file for the results")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("dream-report", help="run and time every dreaming/transformation method once",
                        description="Every method with its default settings on one content clip (and a style/guide "
                                    "clip): objective before/after, seconds, and numbers that describe each "
@@ -123,11 +146,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def _load(a: argparse.Namespace):
+def _load(a: argparse.Namespace, require: str | None = "StyleNet"):
+    """The trained net of ``--model``; dreaming needs the thesis net, steering takes any classifier."""
     from ..checkpoint import load_model
     from ..runtime import select_device
 
-    model, styles, _ = load_model(a.model, select_device(a.device), require="StyleNet")
+    model, styles, _ = load_model(a.model, select_device(a.device), require=require)
     return model, styles
 
 
@@ -184,7 +208,7 @@ def cmd_transform(a: argparse.Namespace) -> int:
     out = _output_path(a.out)
     if a.judge is not None and a.mode != "effects":
         raise DreamError(f"--judge scores effect steering only (--mode effects), not --mode {a.mode}")
-    model, styles = _load(a)
+    model, styles = _load(a, require=None if a.mode in ("effects", "steer") else "StyleNet")
     clip = load_clip(a.clip, a.offset, model.cfg)
     if a.mode == "effects":
         return _effects(a, model, styles, clip, out)
@@ -290,6 +314,49 @@ def _steer_clips(data: Path, n: int, target: int, styles: list[str], seed: int =
     pool = np.flatnonzero(ds.style_of != ds.styles.index(name)) if name in ds.styles else np.arange(len(ds))
     pick = np.sort(np.random.default_rng(seed).choice(pool, min(n, pool.size), replace=False))
     return np.asarray(ds.clips[pick], dtype=np.float32)
+
+
+def cmd_steer_compare(a: argparse.Namespace) -> int:
+    """``steer-compare``: :func:`~thesis_lib.dream.effects.compare_steering` over clips of a collection."""
+    import numpy as np
+
+    from ..config import THESIS
+    from ..data import PreparedDataset, prepare_dataset, split_dataset
+    from ..runtime import device_of
+    from .effects import Judge, compare_steering, comparison_markdown
+
+    model, styles = _load(a, require=None)
+    if a.target not in styles:
+        raise DreamError(f"--target {a.target!r} is not a style of the model; choose from {styles}")
+    if a.clips < 1:
+        raise DreamError(f"--clips must be at least 1, not {a.clips}")
+    judge = Judge.load(a.judge, device_of(model))
+    if (a.data / "index.json").is_file():
+        ds = PreparedDataset.load(a.data)
+    else:
+        ds = prepare_dataset(a.data, cfg=model.cfg, progress=not a.quiet)
+    if ds.clips.shape[1] != model.cfg.clip_samples:
+        raise DreamError(f"{a.data}: clips of {ds.clips.shape[1]} samples, but the model reads "
+                         f"{model.cfg.clip_samples} ({model.cfg.sample_rate} Hz); give the audio folder instead")
+    pool = (split_dataset(ds, THESIS.train_per_style, THESIS.test_per_style, "track", a.split_seed).test
+            if a.split_seed is not None else np.arange(len(ds)))
+    pool = np.array([i for i in pool if ds.styles[ds.style_of[i]] != a.target])
+    if pool.size == 0:
+        raise DreamError(f"{a.data}: no clip that is not already {a.target!r} to steer")
+    pick = np.random.default_rng(a.seed).choice(pool, min(a.clips, pool.size), replace=False)
+    clips = np.stack([np.asarray(ds.clips[i], np.float32) for i in pick])
+    iterations = {} if a.iterations is None else {"steer_iterations": a.iterations, "effect_iterations": a.iterations}
+    summary, verdicts = compare_steering(model, styles, clips, styles.index(a.target), judge,
+                                         progress=not a.quiet, **iterations)
+    print(comparison_markdown(summary))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"summary": summary, "model": str(a.model), "judge": str(a.judge),
+                                 "clips": [{"track": ds.tracks[ds.track_of[i]], "clip": int(i),
+                                            "effects": v.words, "net_after": styles[v.net_after]}
+                                           for i, v in zip(pick, verdicts["effects"])]},
+                                default=float, indent=1, ensure_ascii=False))
+    print(f"wrote {a.out}")
+    return 0
 
 
 def cmd_dream_report(a: argparse.Namespace) -> int:
