@@ -79,3 +79,20 @@ def test_leak_comparison_is_cached(toy_prepared, cache):
     assert not reused and len(res["runs"]) == 4 and res["track"]["shared"] == 0
     assert 0 <= res["clip"]["mean"] <= 1 and res["seeds"] == 2
     assert realmusic.leak_comparison(toy_prepared, s, 2)[1]
+
+
+def test_real_steering_runs_only_on_the_shipped_nets_collection(toy_prepared):
+    assert realmusic.real_steering(toy_prepared) is None       # other styles: the net never heard them
+
+
+def test_collection_clips_come_from_the_held_out_tracks_and_not_the_target(toy_prepared):
+    from thesis_lib.config import THESIS
+    from thesis_lib.data import split_dataset
+    from thesis_lib.dream.effects import collection_clips
+
+    ds = toy_prepared
+    pick = collection_clips(ds, "high", 3, split_seed=0, seed=1)
+    test = split_dataset(ds, THESIS.train_per_style, THESIS.test_per_style, "track", 0).test
+    assert len(set(pick.tolist())) == len(pick) and set(pick.tolist()) <= set(test.tolist())
+    assert all(ds.styles[ds.style_of[i]] != "high" for i in pick)
+    assert len(collection_clips(ds, "high", 100)) == int(np.sum(ds.style_of != ds.styles.index("high")))

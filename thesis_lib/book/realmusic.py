@@ -12,7 +12,9 @@
   book's trained runs are), so a second build takes seconds;
 * :func:`crossval_table` and :func:`wrong_tracks` summarise the reports;
 * :func:`leak_comparison` trains on the same data split by track and by clip
-  (same test clips per style), over a few seeds, also cached.
+  (same test clips per style), over a few seeds, also cached;
+* :func:`real_steering` steers songs of the free collection toward metal with the shipped
+  real-music net, by samples and through the effect chain, judged by a second model (cached).
 """
 
 from __future__ import annotations
@@ -184,3 +186,59 @@ def leak_comparison(ds: PreparedDataset, settings: TrainSettings, seeds: int, lo
         return {"runs": rows, **summary, "model": settings.model, "seeds": seeds}
 
     return _cached("leak", cache_key(ds, settings, {"seeds": seeds}), compute)
+
+
+def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", net: str = "mel-free",
+                  log=None) -> tuple[dict, bool] | None:
+    """Sample-level against effect steering of real songs by the shipped real-music net, judged (cached).
+
+    Only for the collection ``net`` was trained on (its styles and tracks per style), since the
+    clips must come from the tracks it never heard: the test tracks of ``train``'s split with seed
+    0 (:func:`thesis_lib.dream.effects.collection_clips`). The judge is the log-mel baseline
+    fitted on the same training tracks. The result (``None`` for other data) holds the summary of
+    :func:`~thesis_lib.dream.effects.compare_steering`, each clip's track and effect words, and
+    for one clip -- the clearest one the judge was turned to ``target`` on -- the original and the
+    effect-steered audio, for the players and the listening test.
+    """
+    from .. import pretrained
+    from ..data import split_dataset
+    from ..dream.effects import Judge, collection_clips, compare_steering, effect_steer
+    from ..robust import prepared_for, train_any
+
+    entry = pretrained.info(net)
+    if sorted(ds.styles) != sorted(entry["styles"]) or ds.tracks_per_style() != entry["data"].get("tracks"):
+        return None
+    quiet = log or (lambda m: None)
+
+    def compute() -> dict:
+        model, styles, _ = pretrained.load(net)
+        settings = TrainSettings.recommended("baseline")
+        data = prepared_for(ds, settings, log=quiet)
+        if data.clips.shape[1] != model.cfg.clip_samples:
+            raise ValueError(f"{net} reads {model.cfg.clip_samples}-sample clips, the data has {data.clips.shape[1]}")
+        sp = split_dataset(data, settings.applied_to().train_per_style, settings.applied_to().test_per_style,
+                           "track", 0)
+        judge = Judge(train_any(data, sp, settings, progress=False, log=quiet).model, sp.styles,
+                      "log-mel baseline, 16 kHz, the same training tracks")
+        pick = collection_clips(data, target, clips, split_seed=0, seed=0)
+        x = np.stack([np.asarray(data.clips[i], np.float32) for i in pick])
+        t = styles.index(target)
+        summary, verdicts = compare_steering(model, styles, x, t, judge, progress=False)
+        jt = judge.index(target)
+        gain = [(v.judge_before != jt and v.judge_after == jt, v.judge_p_target_after - v.judge_p_target_before)
+                for v in verdicts["effects"]]
+        best = max(range(len(gain)), key=lambda k: gain[k])   # a clip the judge was turned on, the clearest
+        e = effect_steer(model, x[best], t, judge=judge, styles=styles, progress=False)
+        return {"summary": summary, "net": net, "judge": judge.name,
+                "clips": [{"track": data.tracks[data.track_of[i]], "words": v.words,
+                           "drive": v.params.get("drive_mix", 0.0) >= 0.05,
+                           "judge_agrees": v.judge_before != judge.index(target) and v.judge_after == judge.index(target)}
+                          for i, v in zip(pick, verdicts["effects"])],
+                "best": {"track": data.tracks[data.track_of[pick[best]]], "words": e.words,
+                         "judge_p_before": e.judge_p_target_before, "judge_p_after": e.judge_p_target_after,
+                         "sample_rate": model.cfg.sample_rate,
+                         "original": np.round(e.original, 4).tolist(), "audio": np.round(e.audio, 4).tolist()}}
+
+    return _cached("steer", cache_key(ds, TrainSettings.recommended("mel"),
+                                      {"steer": net, "clips": clips, "target": target,
+                                       "net_sha256": entry["sha256"]}), compute)

@@ -320,10 +320,9 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     """``steer-compare``: :func:`~thesis_lib.dream.effects.compare_steering` over clips of a collection."""
     import numpy as np
 
-    from ..config import THESIS
-    from ..data import PreparedDataset, prepare_dataset, split_dataset
+    from ..data import PreparedDataset, prepare_dataset
     from ..runtime import device_of
-    from .effects import Judge, compare_steering, comparison_markdown
+    from .effects import Judge, collection_clips, compare_steering, comparison_markdown
 
     model, styles = _load(a, require=None)
     if a.target not in styles:
@@ -338,12 +337,7 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     if ds.clips.shape[1] != model.cfg.clip_samples:
         raise DreamError(f"{a.data}: clips of {ds.clips.shape[1]} samples, but the model reads "
                          f"{model.cfg.clip_samples} ({model.cfg.sample_rate} Hz); give the audio folder instead")
-    pool = (split_dataset(ds, THESIS.train_per_style, THESIS.test_per_style, "track", a.split_seed).test
-            if a.split_seed is not None else np.arange(len(ds)))
-    pool = np.array([i for i in pool if ds.styles[ds.style_of[i]] != a.target])
-    if pool.size == 0:
-        raise DreamError(f"{a.data}: no clip that is not already {a.target!r} to steer")
-    pick = np.random.default_rng(a.seed).choice(pool, min(a.clips, pool.size), replace=False)
+    pick = collection_clips(ds, a.target, a.clips, a.split_seed, a.seed)
     clips = np.stack([np.asarray(ds.clips[i], np.float32) for i in pick])
     iterations = {} if a.iterations is None else {"steer_iterations": a.iterations, "effect_iterations": a.iterations}
     summary, verdicts = compare_steering(model, styles, clips, styles.index(a.target), judge,

@@ -542,6 +542,23 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
     return summary, out
 
 
+def collection_clips(ds, target: str, n: int, split_seed: int | None = None, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` clips of ``ds`` not of style ``target``, drawn with ``seed``.
+
+    With ``split_seed`` only from the test tracks of ``train``'s split with that seed
+    (:func:`thesis_lib.data.split_dataset` with the thesis's clip counts): the songs a model
+    trained by ``train --seed S`` never heard.
+    """
+    from ..data import split_dataset
+
+    pool = (split_dataset(ds, THESIS.train_per_style, THESIS.test_per_style, "track", split_seed).test
+            if split_seed is not None else np.arange(len(ds)))
+    pool = np.array([i for i in pool if ds.styles[ds.style_of[i]] != target], dtype=np.int64)
+    if pool.size == 0:
+        raise DreamError(f"{ds.path}: no clip that is not already {target!r} to steer")
+    return np.random.default_rng(seed).choice(pool, min(n, pool.size), replace=False)
+
+
 def comparison_markdown(summary: dict) -> str:
     """The side-by-side table of :func:`compare_steering`'s summary."""
     head = ("| steering | net flips | judge flips | both | loudness change dB | SNR dB | spectral distance dB "
@@ -558,4 +575,4 @@ def comparison_markdown(summary: dict) -> str:
 
 __all__ = ["PEAK", "Param", "parameters", "neutral", "gain", "eq_weights", "equalizer", "drive", "compressor",
            "peak_normalise", "EffectChain", "describe_parameters", "Judge", "change_measures", "EffectResult",
-           "effect_steer", "Verdict", "compare_steering", "comparison_markdown"]
+           "effect_steer", "Verdict", "compare_steering", "collection_clips", "comparison_markdown"]
