@@ -213,3 +213,22 @@ def test_the_shipped_real_music_net_reads_16_khz_and_predicts_a_song(tmp_path):
     assert res.returncode == 0, res.stderr
     track = json.loads(res.stdout)["tracks"][0]
     assert track["style"] in styles and track["n_clips"] == 3 and set(track["probabilities"]) == set(styles)
+
+
+def test_a_built_wheel_carries_the_shipped_nets_and_reference_sounds(tmp_path):
+    """Colab and Binder install the package, not the repository: the weights must travel in the wheel."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path)], capture_output=True, text=True)
+    if res.returncode != 0 and "No module named pip" in res.stderr:
+        pytest.skip("pip is not available in this environment")
+    assert res.returncode == 0, res.stderr
+    names = set(zipfile.ZipFile(next(tmp_path.glob("thesis_lib-*.whl"))).namelist())
+    want = {f"thesis_lib/pretrained/{e['file']}" for e in pretrained.manifest().values()}
+    want |= {"thesis_lib/pretrained/manifest.json", "thesis_lib/pretrained/reference/reference.json"}
+    from thesis_lib.book import references as refs
+    want |= {f"thesis_lib/pretrained/reference/{e['file']}" for e in refs.references()["sounds"].values()}
+    assert want <= names, sorted(want - names)
