@@ -24,7 +24,6 @@ them with :func:`reference_players`. ``python -m thesis_lib pretrained
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -34,7 +33,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import THESIS
 
 HERE = Path(__file__).resolve().parent.parent / "pretrained" / "reference"
 INDEX = "reference.json"
@@ -61,10 +59,6 @@ def _plans(model, content: np.ndarray, style: np.ndarray, target: int) -> dict[s
     plans["effects-metal"] = ("the C-pop clip through the effect chain that makes the net hear metal", "7",
                               lambda: effect_steer(model, content, target, progress=False).audio)
     return plans
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_references(out: str | Path = HERE, name: str = "thesis-synth", clip_number: int = 0,
@@ -105,7 +99,7 @@ def make_references(out: str | Path = HERE, name: str = "thesis-synth", clip_num
         os.replace(tmp, file)
         entries[slug] = {"file": file.name, "what": what, "chapter": chapter, "seconds_to_make": round(seconds, 2),
                          "relation_to_cpop": {k: round(float(v), 4) for k, v in relation(y, content, rate).items()},
-                         "sha256": _sha256(file)}
+                         "sha256": pretrained.sha256(file)}
         log(f"{slug}: {what} ({seconds:.1f} s)")
     kept = references(out).get("sounds", {}) if only is not None else {}   # remaking a few keeps the others
     index = {"format": FORMAT, "net": name, "net_sha256": pretrained.info(name)["sha256"], "sample_rate": rate,
@@ -117,13 +111,9 @@ def make_references(out: str | Path = HERE, name: str = "thesis-synth", clip_num
 
 def references(folder: str | Path = HERE) -> dict:
     """``reference.json`` of the shipped sounds (empty when the package has none)."""
-    path = Path(folder) / INDEX
-    if not path.is_file():
-        return {}
-    index = json.loads(path.read_text())
-    if index.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a reference index (format {index.get('format')!r}, expected {FORMAT!r})")
-    return index
+    from ..pretrained import read_index
+
+    return read_index(Path(folder) / INDEX, FORMAT, "reference index")
 
 
 def reference_audio(slug: str, folder: str | Path = HERE) -> tuple[np.ndarray, int]:
@@ -134,8 +124,10 @@ def reference_audio(slug: str, folder: str | Path = HERE) -> tuple[np.ndarray, i
     entry = index.get("sounds", {}).get(slug)
     if entry is None:
         raise KeyError(f"no reference sound {slug!r}; shipped: {', '.join(index.get('sounds', {})) or 'none'}")
+    from ..pretrained import sha256
+
     path = Path(folder) / entry["file"]
-    if _sha256(path) != entry["sha256"]:
+    if sha256(path) != entry["sha256"]:
         raise ValueError(f"{path}: sha256 does not match reference.json; the file is damaged")
     y, rate = sf.read(path, dtype="float32")
     return y, rate

@@ -53,15 +53,20 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def manifest(folder: str | Path = HERE) -> dict[str, dict[str, Any]]:
-    """``{name: entry}`` of the nets in ``folder`` (the package's own by default)."""
-    path = Path(folder) / MANIFEST_NAME
+def read_index(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
+    """A shipped JSON index (the manifest, ``reference.json``): ``{}`` when absent, refused when of another format."""
+    path = Path(path)
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise PretrainedError(f"{path}: not a pretrained manifest (format {data.get('format')!r}, expected {FORMAT!r})")
-    return data["nets"]
+    if data.get("format") != fmt:
+        raise PretrainedError(f"{path}: not a {what} (format {data.get('format')!r}, expected {fmt!r})")
+    return data
+
+
+def manifest(folder: str | Path = HERE) -> dict[str, dict[str, Any]]:
+    """``{name: entry}`` of the nets in ``folder`` (the package's own by default)."""
+    return read_index(Path(folder) / MANIFEST_NAME, FORMAT, "pretrained manifest").get("nets", {})
 
 
 def names(folder: str | Path = HERE) -> list[str]:
@@ -167,4 +172,4 @@ def run_facts(run: str | Path, title: str = "", crossval: str | Path | None = No
 
 
 __all__ = ["PREFIX", "PretrainedError", "manifest", "names", "info", "path", "resolve", "load", "export",
-           "half_state", "sha256", "run_facts"]
+           "half_state", "sha256", "run_facts", "read_index"]
