@@ -249,7 +249,7 @@ def _barrier() -> None:
 def _cmd_train(a) -> int:
     from .data import split_dataset
     from .reproduce import summary
-    from .train import TrainSettings, resume, train
+    from .train import resume, train
 
     if a.resume:
         result = resume(a.resume, progress=not a.quiet)
