@@ -176,10 +176,15 @@ def shipped_net_for(key: str) -> str | None:
     return None
 
 
+def _first_clip(ds: PreparedDataset) -> dict[int, int]:
+    """``{track: index of its first clip}`` (a track's clips are consecutive in a prepared dataset)."""
+    tracks, first = np.unique(ds.track_of, return_index=True)
+    return dict(zip(tracks.tolist(), first.tolist()))
+
+
 def test_set_of(ds: PreparedDataset, clips: np.ndarray) -> dict[str, list[int]]:
     """Clips of ``ds`` as ``{track file: [clip numbers within that track]}``: portable across preparations."""
-    tracks, first = np.unique(ds.track_of, return_index=True)
-    first_of = dict(zip(tracks.tolist(), first.tolist()))
+    first_of = _first_clip(ds)
     out: dict[str, list[int]] = {}
     for i in np.sort(np.asarray(clips)):
         t = int(ds.track_of[i])
@@ -191,8 +196,7 @@ def clips_of(ds: PreparedDataset, test_set: dict[str, list[int]]) -> np.ndarray:
     """Indices into ``ds`` of a :func:`test_set_of` mapping; :class:`DatasetError` when a clip is not there."""
     index = {name: t for t, name in enumerate(ds.tracks)}
     counts = np.bincount(ds.track_of, minlength=len(ds.tracks))
-    tracks, first = np.unique(ds.track_of, return_index=True)
-    first_of = dict(zip(tracks.tolist(), first.tolist()))
+    first_of = _first_clip(ds)
     rows = []
     for name, numbers in test_set.items():
         if name not in index:
@@ -408,10 +412,6 @@ def ship_run(run: BookRun, name: str = PRETRAINED, folder: str | Path | None = N
     mean probabilities, which a test re-measures on freshly composed tracks.
     """
     import copy
-    import platform
-    from datetime import date
-
-    import torch
 
     from .. import pretrained
     from ..data import label_of
@@ -420,9 +420,8 @@ def ship_run(run: BookRun, name: str = PRETRAINED, folder: str | Path | None = N
 
     if run.extra.get("pretrained"):
         raise ValueError("this run is itself a shipped net; ship a run trained here")
-    half = copy.deepcopy(run.model).cpu()
-    half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
-                          for k, v in half.state_dict().items()})
+    half = copy.deepcopy(run.model).cpu()     # the weights as they will ship (float16), in a float32 net
+    half.load_state_dict(pretrained.half_state({"state_dict": half.state_dict()})["state_dict"])
     half.eval()
     labels = label_of(run.dataset, run.split.test, run.split)
     metrics = evaluate(half, run.dataset, run.split.test, labels, run.styles)
@@ -446,9 +445,7 @@ def ship_run(run: BookRun, name: str = PRETRAINED, folder: str | Path | None = N
         "metrics_float32": {k: trained.get(k) for k in ("test_accuracy", "track_accuracy")},
         "history": [{k: h[k] for k in ("epoch", "train_loss") if k in h} for h in run.history],
         "check": check,
-        "trained": {"device": trained.get("device"), "torch": trained.get("torch"),
-                    "seconds_per_epoch": trained.get("seconds_per_epoch"), "machine": platform.machine(),
-                    "exported": date.today().isoformat(), "exported_with_torch": torch.__version__},
+        "trained": pretrained.provenance(trained, seconds_per_epoch=trained.get("seconds_per_epoch")),
     }
     return pretrained.export(run.path / "model.pt", name, facts, folder or pretrained.HERE)
 

@@ -142,6 +142,20 @@ def export(model_pt: str | Path, name: str, facts: dict[str, Any], folder: str |
     return entry
 
 
+def provenance(metrics: dict[str, Any], **timing: Any) -> dict[str, Any]:
+    """Where and with what a shipped net was trained and exported: the manifest's ``trained`` entry.
+
+    ``metrics`` is the run's ``metrics.json``; ``timing`` the run's own time figures
+    (``seconds_per_epoch`` of a thesis run, ``seconds`` of a ``train`` run).
+    """
+    import platform
+    from datetime import date
+
+    return {"device": metrics.get("device"), "torch": metrics.get("torch"), **timing,
+            "machine": platform.machine(), "exported": date.today().isoformat(),
+            "exported_with_torch": torch.__version__}
+
+
 def run_facts(run: str | Path, title: str = "", crossval: str | Path | None = None) -> dict[str, Any]:
     """What the manifest says of a ``train`` run: its settings, data, test metrics, and a cross-validation.
 
@@ -149,9 +163,6 @@ def run_facts(run: str | Path, title: str = "", crossval: str | Path | None = No
     ``crossval.json`` of the same settings on the same data) is the number to trust, so it is
     recorded beside it as ``metrics.clip_accuracy_mean`` and friends.
     """
-    import platform
-    from datetime import date
-
     run = Path(run)
     m = json.loads((run / "metrics.json").read_text())
     metrics = {k: m[k] for k in ("test_accuracy", "track_accuracy", "per_style_accuracy", "n_test_tracks",
@@ -159,10 +170,7 @@ def run_facts(run: str | Path, title: str = "", crossval: str | Path | None = No
     facts: dict[str, Any] = {"title": title, "recipe": m.get("recipe"), "settings": m.get("settings"),
                              "data": {"kind": "folder", "path": m.get("data"), "split": m.get("split")},
                              "metrics": metrics,
-                             "trained": {"device": m.get("device"), "torch": m.get("torch"),
-                                         "seconds": m.get("train_seconds"), "machine": platform.machine(),
-                                         "exported": date.today().isoformat(),
-                                         "exported_with_torch": torch.__version__}}
+                             "trained": provenance(m, seconds=m.get("train_seconds"))}
     if crossval is not None:
         cv = json.loads(Path(crossval).read_text())
         metrics.update({k: cv[k] for k in ("clip_accuracy_mean", "clip_accuracy_std", "track_accuracy_mean",
@@ -172,4 +180,4 @@ def run_facts(run: str | Path, title: str = "", crossval: str | Path | None = No
 
 
 __all__ = ["PREFIX", "PretrainedError", "manifest", "names", "info", "path", "resolve", "load", "export",
-           "half_state", "sha256", "run_facts", "read_index"]
+           "half_state", "sha256", "run_facts", "read_index", "provenance"]
