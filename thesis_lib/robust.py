@@ -65,6 +65,15 @@ def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: f
     raise ValueError(f"model must be one of {MODELS}, not {name!r}")
 
 
+def clip_rate_problem(ds: PreparedDataset, cfg: ThesisConfig, who: str) -> str | None:
+    """``None`` when ``ds``'s clips are the ones ``cfg`` reads, else a sentence naming the folder and both sizes."""
+    have = ds.clips.shape[1]
+    if have == cfg.clip_samples:
+        return None
+    return (f"{ds.path}: clips of {have} samples, but {who} reads {cfg.clip_seconds:g}-second clips at "
+            f"{cfg.sample_rate} Hz ({cfg.clip_samples} samples)")
+
+
 def prepared_for(ds: PreparedDataset, settings, cfg: ThesisConfig = THESIS, progress: bool = False,
                  log: Callable[[str], None] = print) -> PreparedDataset:
     """``ds`` itself when its clips are what ``settings`` read, else its source folder prepared so (cached).
@@ -76,14 +85,12 @@ def prepared_for(ds: PreparedDataset, settings, cfg: ThesisConfig = THESIS, prog
     from .data import DatasetError, prepare_dataset
 
     want = settings.applied_to(cfg)
-    have = ds.clips.shape[1]
-    if have == want.clip_samples:
+    problem = clip_rate_problem(ds, want, f"the {settings.model} model")
+    if problem is None:
         return ds
     source = ds.report.get("data")
     if not source or not Path(source).is_dir():
-        raise DatasetError(f"{ds.path}: prepared as clips of {have} samples, but the {settings.model} model reads "
-                           f"{want.clip_seconds:g}-second clips at {want.sample_rate} Hz ({want.clip_samples} "
-                           f"samples), and the audio folder it came from ({source or 'unknown'}) is not here to "
+        raise DatasetError(f"{problem}, and the audio folder it came from ({source or 'unknown'}) is not here to "
                            "prepare again; prepare it with that sample rate or set sample_rate")
     log(f"preparing the collection '{Path(source).name}' at {want.sample_rate} Hz for the {settings.model} model "
         "(cached)")
@@ -233,11 +240,11 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     out = Path(out) if out is not None else None
     torch.manual_seed(settings.seed)
     cfg = settings.applied_to(cfg)
-    if ds.clips.shape[1] != cfg.clip_samples:
+    problem = clip_rate_problem(ds, cfg, f"the {settings.model} model")
+    if problem:
         from .data import DatasetError
-        raise DatasetError(f"{ds.path}: clips of {ds.clips.shape[1]} samples, but the {settings.model} model reads "
-                           f"{cfg.clip_seconds:g}-second clips at {cfg.sample_rate} Hz ({cfg.clip_samples} samples): "
-                           "prepare the data at that rate (thesis_lib.robust.prepared_for) or set sample_rate")
+        raise DatasetError(f"{problem}: prepare the data at that rate (thesis_lib.robust.prepared_for) "
+                           "or set sample_rate")
     model = build_model(settings.model, len(split.styles), cfg, settings.dropout).to(device)
     remap = {ds.styles.index(name): i for i, name in enumerate(split.styles)}
     per_clip = split.mode == "clip"

@@ -203,7 +203,7 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
     from .. import pretrained
     from ..data import split_dataset
     from ..dream.effects import Judge, collection_clips, compare_steering, effect_steer
-    from ..robust import prepared_for, train_any
+    from ..robust import clip_rate_problem, prepared_for, train_any
 
     entry = pretrained.info(net)
     if sorted(ds.styles) != sorted(entry["styles"]) or ds.tracks_per_style() != entry["data"].get("tracks"):
@@ -214,8 +214,9 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
         model, styles, _ = pretrained.load(net)
         settings = TrainSettings.recommended("baseline")
         data = prepared_for(ds, settings, log=quiet)
-        if data.clips.shape[1] != model.cfg.clip_samples:
-            raise ValueError(f"{net} reads {model.cfg.clip_samples}-sample clips, the data has {data.clips.shape[1]}")
+        problem = clip_rate_problem(data, model.cfg, f"the shipped net {net!r}")
+        if problem:
+            raise ValueError(problem)
         sp = split_dataset(data, settings.applied_to().train_per_style, settings.applied_to().test_per_style,
                            "track", 0)
         judge = Judge(train_any(data, sp, settings, progress=False, log=quiet).model, sp.styles,

@@ -321,6 +321,7 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data import PreparedDataset, prepare_dataset
+    from ..robust import clip_rate_problem
     from ..runtime import device_of
     from .effects import Judge, collection_clips, compare_steering, comparison_markdown
 
@@ -334,9 +335,9 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
         ds = PreparedDataset.load(a.data)
     else:
         ds = prepare_dataset(a.data, cfg=model.cfg, progress=not a.quiet)
-    if ds.clips.shape[1] != model.cfg.clip_samples:
-        raise DreamError(f"{a.data}: clips of {ds.clips.shape[1]} samples, but the model reads "
-                         f"{model.cfg.clip_samples} ({model.cfg.sample_rate} Hz); give the audio folder instead")
+    problem = clip_rate_problem(ds, model.cfg, "the model")
+    if problem:
+        raise DreamError(f"{problem}; give the audio folder instead")
     pick = collection_clips(ds, a.target, a.clips, a.split_seed, a.seed)
     clips = np.stack([np.asarray(ds.clips[i], np.float32) for i in pick])
     iterations = {} if a.iterations is None else {"steer_iterations": a.iterations, "effect_iterations": a.iterations}
