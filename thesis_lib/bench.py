@@ -164,7 +164,9 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     idx = np.arange(n_clips)
     torch.manual_seed(0)
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
+    label = impl
     impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
+    impl, _, convs = impl.partition("+")            # "fast+taps": its convolutions as tap GEMMs
     net = training_module(model, impl, dev)
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
@@ -182,7 +184,8 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     del loss
     resident = None
     if dev.type == "cuda" and resolve_impl(impl, dev) == "fast":   # what train runs on one GPU
-        resident = ResidentTrainer(model, opt, clips, labels, batch, dev, precision=precision or "fp32")
+        resident = ResidentTrainer(model, opt, clips, labels, batch, dev, precision=precision or "fp32",
+                                   convs=convs or "phase")
         resident.epoch(np.random.default_rng(1))    # compile and capture outside the timing
     epoch_times, losses = [], []
     for e in range(epochs):
@@ -192,7 +195,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
                       else train_epoch(model, opt, ds, idx, labels, batch, rng, dev, net=net))
         synchronize(dev)
         epoch_times.append(time.perf_counter() - t0)
-    return {"impl": impl + (f"-{precision}" if precision else ""), "epoch_seconds": epoch_times,
+    return {"impl": label, "epoch_seconds": epoch_times,
             "seconds_per_epoch": float(np.median(epoch_times)),
             "warmup_step_seconds": step_times, "losses": losses, "peak_rss_mb": _peak_rss_mb()}
 
@@ -352,7 +355,8 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         mm.flush()
         del mm
         result["training"] = {}
-        impls = ("reference", "fast", "fast-bf16") if dev.type == "cuda" else ("reference", "fast")
+        impls = (("reference", "fast", "fast-bf16", "fast+taps", "fast+taps-tf32", "fast+taps-bf16")
+                 if dev.type == "cuda" else ("reference", "fast"))
         for impl in impls:
             r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
                           sizes.warmup_steps, impl, str(dev), threads)
@@ -360,7 +364,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
             r["fraction_of_peak"] = r["gflops"] / peak["gflops_best"]
             r["seconds_for_thesis_run"] = r["seconds_per_epoch"] * THESIS.epochs
             result["training"][impl] = r
-            log(f"training {impl:9s}: {r['seconds_per_epoch']:7.2f} s/epoch (median of "
+            log(f"training {impl:15s}: {r['seconds_per_epoch']:7.2f} s/epoch (median of "
                 f"{sizes.epochs}: {', '.join(f'{t:.2f}' for t in r['epoch_seconds'])}), "
                 f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak, "
                 f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")

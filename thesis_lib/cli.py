@@ -62,7 +62,7 @@ def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
                    help="training implementation of the thesis net: auto (default; the fast paths on "
                         "CPUs and CUDA GPUs, the plain modules elsewhere), fast or reference. Both "
                         "compute the same function")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
                    help="bf16: bfloat16 autocast in the CUDA fast path (faster; ignored elsewhere)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--impl", choices=["auto", "fast", "reference"], default="auto",
                    help="thesis-net convolution implementation (as train)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="as train")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32", help="as train")
     p.add_argument("--quiet", action="store_true", help="only one line per fold")
 
     p = sub.add_parser("reproduce", help="the thesis's first experiment on the built-in data",

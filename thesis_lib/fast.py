@@ -42,6 +42,7 @@ exact as well (tested against the reference).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -300,25 +301,28 @@ def phase_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.conv2d(frames, w.contiguous(memory_format=torch.channels_last), conv.bias).squeeze(2)
 
 
-def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) -> torch.Tensor:
     """``bn(x)`` by plain reductions: the same function and the same running-statistics update.
 
     In training mode the statistics of the batch normalise it and the running averages move by
     ``bn.momentum`` (or cumulatively when it is ``None``), with the unbiased variance, as
     :class:`torch.nn.BatchNorm1d` does; in eval mode the running statistics normalise.
+    ``channel_dim`` 2 takes time-major ``(B, T, C)`` input (:func:`tap_forward`).
     """
+    shape = [1] * x.dim()
+    shape[channel_dim] = x.shape[channel_dim]
     if bn.training:
-        var, mean = torch.var_mean(x, dim=(0, 2), correction=0)
+        var, mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != channel_dim], correction=0)
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
             rate = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked
-            n = x.numel() // x.shape[1]
+            n = x.numel() // x.shape[channel_dim]
             bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), rate)
             bn.running_var.lerp_(var.to(bn.running_var.dtype) * (n / max(n - 1, 1)), rate)
     else:
         mean, var = bn.running_mean, bn.running_var
     scale = bn.weight * torch.rsqrt(var + bn.eps)
-    return x * scale[None, :, None] + (bn.bias - mean * scale)[None, :, None]
+    return x * scale.view(shape) + (bn.bias - mean * scale).view(shape)
 
 
 def _phase_or_plain(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -337,12 +341,107 @@ class PhaseStyleNet(FastStyleNet):
     forward_fn = staticmethod(phase_forward)
 
 
+# --- time-major tap GEMMs: the convolutions as one matrix product each (lab variant "taps") ------
+#
+# cuDNN runs the phase convolutions above at a few TFLOP/s: with 8 output channels its kernels
+# cannot fill the tensor cores. Kept time-major (``(B, T, C)``), a strided convolution with
+# ``k = m*s`` is one tall matrix product and a shifted sum:
+#   frames ``F[b, n, (r, c)] = h[b, n*s + r, c]``  (a free view of time-major activations),
+#   ``Z = F @ W_all^T`` with ``W_all[(j, o), (r, c)] = w[o, c, j*s + r]``  (``m*O`` columns),
+#   ``y[b, t, o] = sum_j Z[b, t + j, j, o]``  (:class:`ShiftedTapSum`).
+# The product has ``C*s`` (32) inner and ``m*O`` (64, 256) outer columns over ``B*T`` rows, the
+# shape matrix units run well; the shifted sum and its gradient are strided views.
+
+
+class ShiftedTapSum(torch.autograd.Function):
+    """``y[b, t, o] = sum_j z[b, t + j, j, o]`` for ``z`` of shape ``(B, t + m - 1, m, O)``;
+    its gradient ``dz[b, n, j, o] = dy[b, n - j, o]`` (zero outside) is a strided view too."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, t: int) -> torch.Tensor:
+        z = z.contiguous()
+        b, n, m, o = z.shape
+        ctx.zshape = z.shape
+        return z.as_strided((b, t, m, o), (z.stride(0), m * o, m * o + o, 1)).sum(2)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        b, n, m, o = ctx.zshape
+        t = dy.shape[1]
+        pad = F.pad(dy, (0, 0, m - 1, m - 1))                # (B, t + 2(m-1), O): dy[b, q - (m-1)]
+        view = pad.as_strided((b, n, m, o), (pad.stride(0), o, o, 1))   # [b, n, j', o] = pad[b, n + j']
+        return view.flip(2), None                            # j = m-1-j': dy[b, n - j]
+
+
+def tap_conv1d(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv`` on time-major ``h`` ``(B, N, C)`` -> ``(B, T, O)``: one GEMM and a shifted sum.
+
+    A single input channel (conv1) has too few columns (``s`` = 2) for a product; it is summed tap
+    by tap instead, which a compiler fuses into one pass.
+    """
+    b, n, c = h.shape
+    o, _, k = conv.weight.shape
+    s = conv.stride[0]
+    m, t = k // s, (n - k) // s + 1
+    if c == 1:
+        w = conv.weight[:, 0]                                # (O, k)
+        y = sum(h[:, i: i + (t - 1) * s + 1: s] * w[:, i] for i in range(k))
+    else:
+        frames = h[:, : (t + m - 1) * s].reshape(b, t + m - 1, s * c)
+        w_all = conv.weight.reshape(o, c, m, s).permute(2, 0, 3, 1).reshape(m * o, s * c)
+        y = ShiftedTapSum.apply((frames @ w_all.t()).view(b, t + m - 1, m, o), t)
+    return y + conv.bias if conv.bias is not None else y
+
+
+def tap_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` for a :class:`~thesis_lib.model.StyleNet` with every activation time-major,
+    the convolutions by :func:`tap_conv1d` and batch norm by :func:`plain_batch_norm`."""
+    h = x.reshape(x.shape[0], -1, 1)                         # (B, 1, L) is (B, L, 1) in memory
+    for module in model.body.children():
+        if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
+            conv = module[0]
+            h = tap_conv1d(h, conv) if frame_shaped(conv) else conv(h.transpose(1, 2)).transpose(1, 2)
+            for rest in list(module)[1:]:
+                h = rest(h)                                  # ReLU: elementwise, any layout
+        elif isinstance(module, nn.BatchNorm1d):
+            h = plain_batch_norm(h, module, channel_dim=2)
+        else:
+            raise TypeError(f"tap_forward does not know {type(module).__name__}")
+    return model.out(model.fc(h.transpose(1, 2).flatten(1)))  # the model's (C, T) flattening
+
+
+class TapStyleNet(FastStyleNet):
+    """Wraps a StyleNet so that calling it runs :func:`tap_forward` (same parameters, no copies)."""
+
+    forward_fn = staticmethod(tap_forward)
+
+
+#: The convolution rewrites :class:`ResidentTrainer` can run: cuDNN over phase channels, or tap GEMMs.
+CONVS = {"phase": PhaseStyleNet, "taps": TapStyleNet}
+
+
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:
     """Whether ``n_clips`` float32 clips take at most ``share`` of the GPU's free memory."""
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
     return n_clips * clip_samples * 4 <= share * free
+
+
+#: ``fp32``: torch's defaults (TF32 in cuDNN's convolutions, full float32 matrix products);
+#: ``tf32``: TF32 matrix products too; ``bf16``: bfloat16 autocast.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def _tf32_matmuls(on: bool):
+    """TF32 for float32 matrix products inside the block when ``on`` (restored after)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = saved or on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class ResidentTrainer:
@@ -362,15 +461,17 @@ class ResidentTrainer:
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, clips, labels, batch_size: int,
                  device: torch.device, compile: bool | None = None, graph: bool | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", convs: str = "phase"):
         cuda = device.type == "cuda"
         self.model, self.opt, self.device, self.batch = model, opt, device, batch_size
-        self.amp = precision == "bf16"
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if convs not in CONVS:
+            raise ValueError(f"convs must be one of {sorted(CONVS)}, not {convs!r}")
+        self.amp, self.tf32 = precision == "bf16", precision == "tf32"
         self.x = torch.as_tensor(np.asarray(clips, dtype=np.float32)).to(device).unsqueeze(1)
         self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
-        self.eager = PhaseStyleNet(model)
+        self.eager = CONVS[convs](model)
         self.net = torch.compile(self.eager) if (cuda if compile is None else compile) else self.eager
         self.use_graph = cuda if graph is None else graph
         self.xb = torch.empty((batch_size, *self.x.shape[1:]), device=device)
@@ -379,10 +480,10 @@ class ResidentTrainer:
         self.graph = None
 
     def _step(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp), _tf32_matmuls(self.tf32):
             loss = F.cross_entropy(net(x), y)
-        self.opt.zero_grad(set_to_none=False)
-        loss.backward()
+            self.opt.zero_grad(set_to_none=False)
+            loss.backward()
         self.opt.step()
         return loss.detach()
 
