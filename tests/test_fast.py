@@ -32,7 +32,7 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-WRAPPERS = [fast.FastStyleNet, fast.PhaseStyleNet, fast.TapStyleNet]
+WRAPPERS = [fast.FastStyleNet, fast.PhaseStyleNet, fast.BlockStyleNet]
 
 
 def _relative_errors(got: dict, truth: dict) -> dict:
@@ -44,7 +44,7 @@ def _relative_errors(got: dict, truth: dict) -> dict:
 @pytest.mark.parametrize("wrapper", WRAPPERS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_fast_forward_matches_reference_outputs_and_gradients_float64(device, wrapper):
-    """Every fast path (CPU frame GEMMs, GPU phase convolutions, tap GEMMs; plain batch norm) is
+    """Every fast path (CPU frame GEMMs, GPU phase convolutions, block GEMMs; plain batch norm) is
     the same function as the plain module: outputs and gradients agree to float64 rounding."""
     torch.manual_seed(0)
     model = StyleNet(3).to(device, torch.float64).train()
@@ -87,24 +87,28 @@ def test_fast_paths_in_float32_are_as_accurate_as_the_plain_module(device, wrapp
     assert not worse, worse
 
 
-def test_shifted_tap_sum_and_its_gradient():
-    """``y[b, t, o] = sum_j z[b, t + j, j, o]``, checked by a loop and by torch's gradcheck."""
+def test_block_weight_holds_each_filter_shifted_by_its_output_step():
+    """Row (u, o) of the block matrix is filter o moved u frames along the two super-frames."""
     torch.manual_seed(2)
-    z = torch.randn(2, 9, 4, 3, dtype=torch.float64, requires_grad=True)
-    y = fast.ShiftedTapSum.apply(z, 6)
-    loop = sum(z[:, j: j + 6, j] for j in range(4))
-    torch.testing.assert_close(y, loop)
-    assert torch.autograd.gradcheck(lambda a: fast.ShiftedTapSum.apply(a, 6), (z,))
+    o, c, s, m = 3, 2, 4, 5
+    w = torch.randn(o, c, m * s, dtype=torch.float64)
+    blk = fast.block_weight(w, s).reshape(m, o, 2 * m, s, c)          # [u, o, q, r, c]
+    for u in range(m):
+        for q in range(2 * m):
+            want = w[:, :, (q - u) * s:(q - u + 1) * s].permute(0, 2, 1) if 0 <= q - u < m else 0 * blk[u, :, q]
+            torch.testing.assert_close(blk[u, :, q], want)
 
 
-@pytest.mark.parametrize("length,stride,channels", [(8, 2, 1), (32, 4, 8), (128, 4, 8), (12, 3, 2)])
-def test_tap_conv1d_matches_conv1d(length, stride, channels):
-    """One GEMM and a shifted sum (or tap by tap for one channel) on time-major input = conv1d."""
+@pytest.mark.parametrize("length,stride,channels,n", [(8, 2, 1, 1003), (32, 4, 8, 1003), (128, 4, 8, 1003),
+                                                      (12, 3, 2, 1003), (128, 4, 8, 4992), (8, 2, 1, 8),
+                                                      (32, 4, 8, 32 + 4 * 8 * 5)])
+def test_block_conv1d_matches_conv1d(length, stride, channels, n):
+    """One block GEMM on time-major input = conv1d, output and gradients, whatever the length."""
     torch.manual_seed(1)
     conv = torch.nn.Conv1d(channels, 4, length, stride).double()
-    x = torch.randn(3, channels, 1003, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, channels, n, dtype=torch.float64, requires_grad=True)
     ref = conv(x)
-    got = fast.tap_conv1d(x.transpose(1, 2), conv).transpose(1, 2)
+    got = fast.block_conv1d(x.transpose(1, 2), conv).transpose(1, 2)
     torch.testing.assert_close(got, ref)
     g = torch.randn_like(ref)
     for a, r in zip(torch.autograd.grad(got, (x, conv.weight, conv.bias), g),

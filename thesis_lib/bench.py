@@ -166,7 +166,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     label = impl
     impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
-    impl, _, convs = impl.partition("+")            # "fast+taps": its convolutions as tap GEMMs
+    impl, _, convs = impl.partition("+")            # "fast+blocks": its convolutions as block GEMMs
     net = training_module(model, impl, dev)
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
@@ -355,7 +355,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         mm.flush()
         del mm
         result["training"] = {}
-        impls = (("reference", "fast", "fast-bf16", "fast+taps", "fast+taps-tf32", "fast+taps-bf16")
+        impls = (("reference", "fast", "fast-bf16", "fast+blocks", "fast+blocks-tf32", "fast+blocks-bf16")
                  if dev.type == "cuda" else ("reference", "fast"))
         for impl in impls:
             r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,

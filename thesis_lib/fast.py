@@ -307,7 +307,7 @@ def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) 
     In training mode the statistics of the batch normalise it and the running averages move by
     ``bn.momentum`` (or cumulatively when it is ``None``), with the unbiased variance, as
     :class:`torch.nn.BatchNorm1d` does; in eval mode the running statistics normalise.
-    ``channel_dim`` 2 takes time-major ``(B, T, C)`` input (:func:`tap_forward`).
+    ``channel_dim`` 2 takes time-major ``(B, T, C)`` input (:func:`block_forward`).
     """
     shape = [1] * x.dim()
     shape[channel_dim] = x.shape[channel_dim]
@@ -341,83 +341,70 @@ class PhaseStyleNet(FastStyleNet):
     forward_fn = staticmethod(phase_forward)
 
 
-# --- time-major tap GEMMs: the convolutions as one matrix product each (lab variant "taps") ------
+# --- time-major block GEMMs: each convolution one matrix product on tensor cores ------------------
 #
 # cuDNN runs the phase convolutions above at a few TFLOP/s: with 8 output channels its kernels
 # cannot fill the tensor cores. Kept time-major (``(B, T, C)``), a strided convolution with
-# ``k = m*s`` is one tall matrix product and a shifted sum:
-#   frames ``F[b, n, (r, c)] = h[b, n*s + r, c]``  (a free view of time-major activations),
-#   ``Z = F @ W_all^T`` with ``W_all[(j, o), (r, c)] = w[o, c, j*s + r]``  (``m*O`` columns),
-#   ``y[b, t, o] = sum_j Z[b, t + j, j, o]``  (:class:`ShiftedTapSum`).
-# The product has ``C*s`` (32) inner and ``m*O`` (64, 256) outer columns over ``B*T`` rows, the
-# shape matrix units run well; the shifted sum and its gradient are strided views.
+# ``k = m*s`` becomes one matrix product over *blocks* of ``G = m`` output steps:
+#   super-frames ``F[b, i, (g, r, c)] = h[b, (i*G + g)*s + r, c]``  (a free view of the activations),
+#   rows ``[F[b, i], F[b, i + 1]]``  (two neighbouring super-frames hold every frame a block reads),
+#   ``Y[b, i, (u, o)] = rows @ W_blk^T`` with ``W_blk[(u, o), (q, r, c)] = w[o, c, (q - u)*s + r]``
+#   (zero where ``q - u`` is not a tap), and ``Y`` *is* the output ``y[b, i*G + u, o]``.
+# Half of ``W_blk`` is zeros (twice the direct FLOPs), but the product has 2*G*s*C inner
+# (16, 512, 2048) and G*O outer (32, 64, 256) columns, a shape tensor cores run near their peak,
+# and nothing larger than twice the input is written. Measured on an H100 in chapter 8.
 
 
-class ShiftedTapSum(torch.autograd.Function):
-    """``y[b, t, o] = sum_j z[b, t + j, j, o]`` for ``z`` of shape ``(B, t + m - 1, m, O)``;
-    its gradient ``dz[b, n, j, o] = dy[b, n - j, o]`` (zero outside) is a strided view too."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, t: int) -> torch.Tensor:
-        z = z.contiguous()
-        b, n, m, o = z.shape
-        ctx.zshape = z.shape
-        return z.as_strided((b, t, m, o), (z.stride(0), m * o, m * o + o, 1)).sum(2)
-
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        b, n, m, o = ctx.zshape
-        t = dy.shape[1]
-        pad = F.pad(dy, (0, 0, m - 1, m - 1))                # (B, t + 2(m-1), O): dy[b, q - (m-1)]
-        view = pad.as_strided((b, n, m, o), (pad.stride(0), o, o, 1))   # [b, n, j', o] = pad[b, n + j']
-        return view.flip(2), None                            # j = m-1-j': dy[b, n - j]
+def block_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """``W_blk`` ``(G*O, 2*G*s*C)`` of a ``(O, C, m*s)`` filter bank, ``G = m``: row ``(u, o)`` holds
+    filter ``o`` shifted by ``u`` frames (frame ``q`` of the two super-frames meets tap ``q - u``)."""
+    o, c, k = weight.shape
+    m = k // stride
+    taps = weight.reshape(o, c, m, stride).permute(0, 2, 3, 1)          # [o, j, r, c]
+    shifted = [F.pad(taps, (0, 0, 0, 0, u, m - u)) for u in range(m)]  # [o, q = j + u, r, c], q < 2m
+    return torch.stack(shifted).reshape(m * o, 2 * m * stride * c)
 
 
-def tap_conv1d(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """``conv`` on time-major ``h`` ``(B, N, C)`` -> ``(B, T, O)``: one GEMM and a shifted sum.
-
-    A single input channel (conv1) has too few columns (``s`` = 2) for a product; it is summed tap
-    by tap instead, which a compiler fuses into one pass.
-    """
+def block_conv1d(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv`` on time-major ``h`` ``(B, N, C)`` -> ``(B, T, O)``: one matrix product (see above)."""
     b, n, c = h.shape
     o, _, k = conv.weight.shape
     s = conv.stride[0]
     m, t = k // s, (n - k) // s + 1
-    if c == 1:
-        w = conv.weight[:, 0]                                # (O, k)
-        y = sum(h[:, i: i + (t - 1) * s + 1: s] * w[:, i] for i in range(k))
-    else:
-        frames = h[:, : (t + m - 1) * s].reshape(b, t + m - 1, s * c)
-        w_all = conv.weight.reshape(o, c, m, s).permute(2, 0, 3, 1).reshape(m * o, s * c)
-        y = ShiftedTapSum.apply((frames @ w_all.t()).view(b, t + m - 1, m, o), t)
+    blocks = -(-t // m)                                     # blocks of m output steps
+    span = (blocks + 1) * m * s                             # samples the super-frames cover
+    h = F.pad(h, (0, 0, 0, span - n)) if span > n else h[:, :span]   # zeros only reach dropped steps
+    frames = h.reshape(b, blocks + 1, m * s * c)
+    rows = torch.cat([frames[:, :-1], frames[:, 1:]], dim=2)
+    y = (rows @ block_weight(conv.weight, s).t()).reshape(b, blocks * m, o)[:, :t]
     return y + conv.bias if conv.bias is not None else y
 
 
-def tap_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def block_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` for a :class:`~thesis_lib.model.StyleNet` with every activation time-major,
-    the convolutions by :func:`tap_conv1d` and batch norm by :func:`plain_batch_norm`."""
+    the convolutions by :func:`block_conv1d` and batch norm by :func:`plain_batch_norm`."""
     h = x.reshape(x.shape[0], -1, 1)                         # (B, 1, L) is (B, L, 1) in memory
     for module in model.body.children():
         if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
             conv = module[0]
-            h = tap_conv1d(h, conv) if frame_shaped(conv) else conv(h.transpose(1, 2)).transpose(1, 2)
+            h = block_conv1d(h, conv) if frame_shaped(conv) else conv(h.transpose(1, 2)).transpose(1, 2)
             for rest in list(module)[1:]:
                 h = rest(h)                                  # ReLU: elementwise, any layout
         elif isinstance(module, nn.BatchNorm1d):
             h = plain_batch_norm(h, module, channel_dim=2)
         else:
-            raise TypeError(f"tap_forward does not know {type(module).__name__}")
+            raise TypeError(f"block_forward does not know {type(module).__name__}")
     return model.out(model.fc(h.transpose(1, 2).flatten(1)))  # the model's (C, T) flattening
 
 
-class TapStyleNet(FastStyleNet):
-    """Wraps a StyleNet so that calling it runs :func:`tap_forward` (same parameters, no copies)."""
+class BlockStyleNet(FastStyleNet):
+    """Wraps a StyleNet so that calling it runs :func:`block_forward` (same parameters, no copies)."""
 
-    forward_fn = staticmethod(tap_forward)
+    forward_fn = staticmethod(block_forward)
 
 
-#: The convolution rewrites :class:`ResidentTrainer` can run: cuDNN over phase channels, or tap GEMMs.
-CONVS = {"phase": PhaseStyleNet, "taps": TapStyleNet}
+#: The convolution rewrites :class:`ResidentTrainer` can run: cuDNN over phase channels, or block GEMMs.
+CONVS = {"phase": PhaseStyleNet, "blocks": BlockStyleNet}
 
 
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:
