@@ -269,6 +269,17 @@ def test_resident_trainer_on_cuda_matches_reference_training(toy_prepared, no_tf
     np.testing.assert_allclose(losses[True], losses[False], rtol=2e-3, atol=1e-4)
 
 
+def test_default_convs_follow_the_tensor_cores(monkeypatch):
+    """Block GEMMs off CUDA and on GPUs with TF32/bf16 tensor cores; cuDNN phase convolutions before."""
+    assert fast.default_convs(torch.device("cpu")) == "blocks"
+    for capability, want in (((7, 5), "phase"), ((8, 0), "blocks"), ((9, 0), "blocks")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert fast.default_convs(torch.device("cuda")) == want
+    with pytest.raises(ValueError, match="convs"):
+        fast.ResidentTrainer(StyleNet(2), None, np.zeros((1, 8), np.float32), [0], 1, torch.device("cpu"),
+                             convs="cudnn")
+
+
 def test_resolve_impl():
     assert fast.resolve_impl("auto", torch.device("cuda")) == "fast"
     assert fast.resolve_impl("auto", torch.device("mps")) == "reference"

@@ -8,7 +8,9 @@ epoch of 4,800 clips at batch 480):
   implementation (the plain modules) and the ``fast`` one
   (:mod:`thesis_lib.fast`), each the median of several timed epochs after
   warm-up steps, each in its own fresh process so that its peak resident
-  memory is its own;
+  memory is its own; on a CUDA GPU also the fast path in TF32 and bf16 and
+  with the older phase convolutions (``fast+phase``), so that the choice
+  :func:`~thesis_lib.fast.default_convs` makes stays measured;
 * the FLOPs of one training step, counted from the layer shapes
   (:func:`training_flops`), the GFLOP/s each implementation achieves and
   the fraction of the fp32 matrix-multiply peak measured in this run;
@@ -166,7 +168,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     label = impl
     impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
-    impl, _, convs = impl.partition("+")            # "fast+blocks": its convolutions as block GEMMs
+    impl, _, convs = impl.partition("+")            # "fast+phase": the older CUDA convolutions
     net = training_module(model, impl, dev)
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
@@ -185,7 +187,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     resident = None
     if dev.type == "cuda" and resolve_impl(impl, dev) == "fast":   # what train runs on one GPU
         resident = ResidentTrainer(model, opt, clips, labels, batch, dev, precision=precision or "fp32",
-                                   convs=convs or "phase")
+                                   convs=convs or "auto")
         resident.epoch(np.random.default_rng(1))    # compile and capture outside the timing
     epoch_times, losses = [], []
     for e in range(epochs):
@@ -195,7 +197,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
                       else train_epoch(model, opt, ds, idx, labels, batch, rng, dev, net=net))
         synchronize(dev)
         epoch_times.append(time.perf_counter() - t0)
-    return {"impl": label, "epoch_seconds": epoch_times,
+    return {"impl": label, "convs": resident.convs if resident is not None else None, "epoch_seconds": epoch_times,
             "seconds_per_epoch": float(np.median(epoch_times)),
             "warmup_step_seconds": step_times, "losses": losses, "peak_rss_mb": _peak_rss_mb()}
 
@@ -355,7 +357,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         mm.flush()
         del mm
         result["training"] = {}
-        impls = (("reference", "fast", "fast-bf16", "fast+blocks", "fast+blocks-tf32", "fast+blocks-bf16")
+        impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast+phase", "fast+phase-bf16")
                  if dev.type == "cuda" else ("reference", "fast"))
         for impl in impls:
             r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,

@@ -1,9 +1,9 @@
 """Faster training paths for :class:`~thesis_lib.model.StyleNet` on CPUs and GPUs: same function, same weights.
 
-On a CPU, the convolutions' backward pass runs as matrix products (below). On a CUDA GPU, the
-convolutions run over phase channels, batch norm by plain reductions, compiled, with the
-training clips resident on the GPU and each step one CUDA-graph replay (:class:`ResidentTrainer`,
-end of this module). Chapter 8 of the book measures both.
+On a CPU, the convolutions' backward pass runs as matrix products (below). On a CUDA GPU, each
+convolution is one matrix product over blocks of output steps, batch norm plain reductions, all
+compiled, with the training clips resident on the GPU and each step one CUDA-graph replay
+(:class:`ResidentTrainer`, end of this module). Chapter 8 of the book measures both.
 
 Why it exists
 -------------
@@ -268,20 +268,21 @@ def training_module(model: nn.Module, impl: str, device: torch.device) -> nn.Mod
     return FastStyleNet(model)
 
 
-# --- the CUDA training path (measured on one H100, chapter 8) -----------------------------------
+# --- the CUDA training path (measured on one H100, chapter 8 and the README's "GPU") -------------
 #
 # Profiling the plain module on an H100 put 77 % of an epoch in cuDNN's batch-norm kernels: with
-# only 8 channels, its per-channel reductions over 480 x 19,997 values leave the GPU idle. Three
-# exact rewrites and two ways of launching fewer kernels bring a thesis epoch from 0.71 s (data
-# already on the GPU) to 0.06 s:
+# only 8 channels, its per-channel reductions over 480 x 19,997 values leave the GPU idle. Exact
+# rewrites and fewer kernel launches bring a thesis epoch from 0.71 s (data already on the GPU)
+# to 0.080 s in float32 and 0.046 s in bf16:
 #   1. batch norm by plain reductions (``torch.var_mean``), which the compiler fuses with the ReLU;
-#   2. each strided convolution (k = m*s) as a stride-1 convolution over ``s`` phase channels
-#      (``phase_conv1d``), run as a 1 x m 2-D convolution on channels-last tensors, the layout
-#      cuDNN's fast kernels use (no layout conversions);
+#   2. each strided convolution (k = m*s) as one matrix product over blocks of output steps, on
+#      time-major activations (``block_conv1d``, below): tensor cores instead of cuDNN's kernels for
+#      8 channels. GPUs without TF32/bf16 tensor cores (before Ampere) keep the older rewrite, a
+#      stride-1 convolution over ``s`` phase channels run by cuDNN (``phase_conv1d``);
 #   3. ``torch.compile`` of that forward pass, and one CUDA graph for the whole training step
 #      (batch gather, forward, backward, Nesterov update) with the training clips resident on the
 #      GPU: an epoch is ten graph replays and one host synchronisation;
-#   4. optionally bf16 autocast (``precision="bf16"``).
+#   4. optionally TF32 matrix products (``precision="tf32"``) or bf16 autocast (``"bf16"``).
 
 
 def phase_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -407,6 +408,17 @@ class BlockStyleNet(FastStyleNet):
 CONVS = {"phase": PhaseStyleNet, "blocks": BlockStyleNet}
 
 
+def default_convs(device: torch.device) -> str:
+    """``blocks`` where matrix products run on TF32/bf16 tensor cores (CUDA compute capability 8 and
+    up: measured faster than ``phase`` on an H100 in every precision), ``phase`` on older GPUs, whose
+    float32 products would pay the blocks' doubled FLOPs on plain cores (not measured), and
+    ``blocks`` off CUDA (only the tests run the trainer there)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        return "phase"
+    return "blocks"
+
+
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:
     """Whether ``n_clips`` float32 clips take at most ``share`` of the GPU's free memory."""
     if device.type != "cuda":
@@ -448,13 +460,15 @@ class ResidentTrainer:
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, clips, labels, batch_size: int,
                  device: torch.device, compile: bool | None = None, graph: bool | None = None,
-                 precision: str = "fp32", convs: str = "phase"):
+                 precision: str = "fp32", convs: str = "auto"):
         cuda = device.type == "cuda"
         self.model, self.opt, self.device, self.batch = model, opt, device, batch_size
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        convs = default_convs(device) if convs == "auto" else convs
         if convs not in CONVS:
-            raise ValueError(f"convs must be one of {sorted(CONVS)}, not {convs!r}")
+            raise ValueError(f"convs must be 'auto' or one of {sorted(CONVS)}, not {convs!r}")
+        self.convs = convs
         self.amp, self.tf32 = precision == "bf16", precision == "tf32"
         self.x = torch.as_tensor(np.asarray(clips, dtype=np.float32)).to(device).unsqueeze(1)
         self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)

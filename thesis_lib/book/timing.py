@@ -10,13 +10,16 @@ H100_SECONDS_PER_EPOCH = {
     "batch norm by plain reductions (eager)": 0.179,
     "+ phase convolutions (eager)": 0.142,
     "+ torch.compile": 0.105,
-    "+ channels-last, CUDA graph: the fast path (fp32/TF32)": 0.084,
-    "the fast path in bf16": 0.060,
+    "+ channels-last, CUDA graph: the previous fast path (fp32)": 0.084,
+    "the previous fast path in bf16": 0.060,
+    "block matrix products instead of phase convolutions (fp32): the fast path": 0.080,
+    "the fast path, TF32 matrix products": 0.062,
+    "the fast path in bf16": 0.046,
 }
 """Seconds per thesis epoch (4,800 clips, batch 480) measured on one NVIDIA H100 80 GB, torch 2.11, CUDA 13.
 
-Not measured by the book: copied from the README's "GPU" section (median of 5 epochs after
-warm-up, clips resident on the GPU, one session's lab script), so chapter 8 can show them,
+Not measured by the book: copied from the README's "GPU" section (medians of 5 or 6 epochs after
+warm-up, clips resident on the GPU, two sessions' lab scripts), so chapter 8 can show them,
 labelled as measured elsewhere, beside what its own machine measures.
 """
 
