@@ -160,8 +160,9 @@ class TrainSettings:
     #: where they are faster, the plain modules elsewhere; ``fast`` or ``reference`` to force one.
     #: Both compute the same function (tested), so results agree to rounding.
     impl: str = "auto"
-    #: ``fp32`` (default) or ``bf16``: autocast to bfloat16 in the CUDA fast path (about 1.4x
-    #: faster on an H100, chapter 8); ignored elsewhere.
+    #: ``fp32`` (default), ``tf32`` (TF32 matrix products) or ``bf16`` (bfloat16 autocast) in the
+    #: CUDA fast path: 0.080, 0.062 and 0.046 s per thesis epoch on an H100 (README "GPU");
+    #: ignored elsewhere.
     precision: str = "fp32"
     #: Which network: ``thesis`` (the thesis's raw-waveform :class:`~thesis_lib.model.StyleNet`, the
     #: one the dreaming chapters need), ``mel`` (:class:`~thesis_lib.mel.MelNet`: log-mel front end,
