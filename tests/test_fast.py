@@ -314,6 +314,20 @@ def test_default_convs_follow_the_tensor_cores(monkeypatch):
                              convs="cudnn")
 
 
+def test_upload_copies_a_read_only_memmap_in_chunks_without_warning(tmp_path):
+    """The trainer's clips come from a read-only memory map: copied exactly, in chunks, no warning."""
+    import warnings
+
+    data = np.random.default_rng(0).standard_normal((7, 11)).astype(np.float32)
+    data.tofile(tmp_path / "clips.f32")
+    mm = np.memmap(tmp_path / "clips.f32", dtype=np.float32, mode="r", shape=(7, 11))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fast._upload(mm, torch.device("cpu"), chunk=3)
+    assert got.dtype == torch.float32 and got.shape == (7, 11)
+    np.testing.assert_array_equal(got.numpy(), data)
+
+
 def test_resolve_impl():
     assert fast.resolve_impl("auto", torch.device("cuda")) == "fast"
     assert fast.resolve_impl("auto", torch.device("mps")) == "reference"

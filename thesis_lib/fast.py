@@ -525,7 +525,7 @@ class ResidentTrainer:
             raise ValueError(f"convs must be 'auto' or one of {sorted(CONVS)}, not {convs!r}")
         self.convs = convs
         self.amp, self.tf32 = precision == "bf16", precision == "tf32"
-        self.x = torch.as_tensor(np.asarray(clips, dtype=np.float32)).to(device).unsqueeze(1)
+        self.x = _upload(clips, device).unsqueeze(1)
         self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
         self.eager = CONVS[convs](model)
         self.net = torch.compile(self.eager) if (cuda if compile is None else compile) else self.eager
@@ -580,6 +580,16 @@ class ResidentTrainer:
             pick = self.order[full * self.batch:]
             total += self._step(self.eager, self.x[pick], self.y[pick]) * len(pick)
         return float(total) / max(n, 1)
+
+
+def _upload(clips, device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """The clips as one float32 tensor on ``device``, copied ``chunk`` clips at a time: a read-only
+    memory map is never wrapped whole (torch warns about that) nor copied whole on the host."""
+    n = len(clips)
+    out = torch.empty((n, *np.shape(clips)[1:]), dtype=torch.float32, device=device)
+    for lo in range(0, n, chunk):
+        out[lo:lo + chunk].copy_(torch.from_numpy(np.array(clips[lo:lo + chunk], dtype=np.float32)))
+    return out
 
 
 def _snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
