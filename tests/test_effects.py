@@ -13,7 +13,7 @@ from thesis_lib.config import THESIS
 from thesis_lib.dream import DreamError
 from thesis_lib.dream.effects import (EffectChain, Judge, change_measures, compare_steering, comparison_markdown,
                                       compressor, describe_parameters, drive, effect_steer, equalizer, gain,
-                                      parameters, peak_normalise)
+                                      parameters, peak_normalise, steering_strength, strength_markdown)
 from thesis_lib.dream.measures import audio_problems
 
 ITER = 6
@@ -130,6 +130,22 @@ def test_compare_steering_reports_both_kinds_side_by_side(net, judge):
         compare_steering(model, styles, clips[:0], 1, judge, progress=False)
 
 
+def test_steering_strength_moves_the_controls_further_as_the_penalty_falls(net, judge):
+    """One row per penalty, each the effect summary of the same clips; a much smaller penalty lets
+    the search change the sound more (lower SNR) -- the trade the book's chapter 4b shows."""
+    model, styles, ds = net
+    clips = np.stack([clip_of(ds, "low", 0), clip_of(ds, "low", 1)])
+    rows = steering_strength(model, styles, clips, styles.index("high"), judge, (10.0, 0.01), iterations=ITER,
+                             progress=False)
+    assert [r["penalty"] for r in rows] == [10.0, 0.01]
+    assert all(r["clips"] == 2 and 0 <= r["judge_flipped"] <= r["judge_candidates"] for r in rows)
+    assert rows[1]["mean_snr_db"] < rows[0]["mean_snr_db"]
+    table = strength_markdown(rows)
+    assert table.index("| 10 |") < table.index("| 0.01 |")
+    with pytest.raises(DreamError, match="at least one clip"):
+        steering_strength(model, styles, clips[:0], 1, judge, (1.0,), progress=False)
+
+
 def test_effects_cli_prints_parameters_and_both_models(net, judge, tmp_path, capsys):
     from thesis_lib.checkpoint import save_model
 
@@ -221,3 +237,11 @@ def test_steer_compare_cli_counts_both_kinds_over_a_collection(net, judge, tmp_p
     assert saved["summary"]["samples"]["clips"] == saved["summary"]["effects"]["clips"] == 3
     assert main([*common, "--target", "jazz", "--out", str(tmp_path / "x.json")]) == 1
     assert "not a style of the model" in capsys.readouterr().err
+    assert main([*common, "--target", "high", "--penalty", "2", "--strengths", "0.5", "--out",
+                 str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["penalty"] == 2 and [r["penalty"] for r in saved["strengths"]] == [0.5]
+    assert "| 2 |" in out and "| 0.5 |" in out
+    assert main([*common, "--target", "high", "--strengths", "-1", "--out", str(tmp_path / "y.json")]) == 1
+    assert "penalty must be" in capsys.readouterr().err

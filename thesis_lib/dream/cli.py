@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,6 +125,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None,
                    help=f"L-BFGS-B iterations of both searches (default: steer {TRANSFORM.steer_iterations}, "
                         f"effects {EFFECTS.iterations})")
+    p.add_argument("--penalty", type=float, default=EFFECTS.penalty,
+                   help=f"effects: weight of the parameters' distance from neutral (default {EFFECTS.penalty:g})")
+    p.add_argument("--strengths", type=float, nargs="+", default=(), metavar="PENALTY",
+                   help="also steer the same clips through the effects at each of these penalties (smaller: "
+                        "the controls may move further) and print how often the judge agrees at each")
     p.add_argument("--out", required=True, type=Path, help="JSON file for the results")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
@@ -323,7 +329,8 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     from ..data import PreparedDataset, prepare_dataset
     from ..robust import clip_rate_problem
     from ..runtime import device_of
-    from .effects import Judge, collection_clips, compare_steering, comparison_markdown
+    from .effects import (Judge, collection_clips, compare_steering, comparison_markdown, steering_strength,
+                          strength_markdown)
 
     model, styles = _load(a, require=None)
     if a.target not in styles:
@@ -341,11 +348,22 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     pick = collection_clips(ds, a.target, a.clips, a.split_seed, a.seed)
     clips = np.stack([np.asarray(ds.clips[i], np.float32) for i in pick])
     iterations = {} if a.iterations is None else {"steer_iterations": a.iterations, "effect_iterations": a.iterations}
-    summary, verdicts = compare_steering(model, styles, clips, styles.index(a.target), judge,
+    for penalty in (a.penalty, *a.strengths):
+        if not math.isfinite(penalty) or penalty < 0:
+            raise DreamError(f"a penalty must be a finite number >= 0, not {penalty}")
+    target = styles.index(a.target)
+    summary, verdicts = compare_steering(model, styles, clips, target, judge, penalty=a.penalty,
                                          progress=not a.quiet, **iterations)
     print(comparison_markdown(summary))
+    strengths = []
+    if a.strengths:
+        strengths = steering_strength(model, styles, clips, target, judge, tuple(a.strengths),
+                                      **({} if a.iterations is None else {"iterations": a.iterations}),
+                                      progress=not a.quiet)
+        print(strength_markdown([{"penalty": a.penalty, **summary["effects"]}, *strengths]))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"summary": summary, "model": str(a.model), "judge": str(a.judge),
+    a.out.write_text(json.dumps({"summary": summary, "penalty": a.penalty, "strengths": strengths,
+                                 "model": str(a.model), "judge": str(a.judge),
                                  "clips": [{"track": ds.tracks[ds.track_of[i]], "clip": int(i),
                                             "effects": v.words, "net_after": styles[v.net_after]}
                                            for i, v in zip(pick, verdicts["effects"])]},

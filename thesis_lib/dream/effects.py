@@ -524,10 +524,7 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
     out: dict[str, list[Verdict]] = {"samples": [], "effects": []}
     for clip in tqdm(clips, desc=f"steering both ways → {styles[target]}", disable=not progress):
         e = effect_steer(model, clip, target, effect_iterations, penalty, judge, styles, cfg, progress=False)
-        out["effects"].append(Verdict("effects", e.predicted_before, e.predicted_after, e.judge_predicted_before,
-                                      e.judge_predicted_after, e.p_target_before, e.p_target_after,
-                                      e.judge_p_target_before, e.judge_p_target_after, e.measures, e.seconds,
-                                      e.params, e.words))
+        out["effects"].append(_effect_verdict(e))
         original = e.original
         s = steer(model, original, target, steer_iterations, progress=False)
         p0, p1 = _net_proba(model, original, device), _net_proba(model, s.audio, device)
@@ -540,6 +537,42 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
     summary["target"] = styles[target]
     summary["judge"] = judge.name
     return summary, out
+
+
+def _effect_verdict(e: EffectResult) -> Verdict:
+    return Verdict("effects", e.predicted_before, e.predicted_after, e.judge_predicted_before,
+                   e.judge_predicted_after, e.p_target_before, e.p_target_after, e.judge_p_target_before,
+                   e.judge_p_target_after, e.measures, e.seconds, e.params, e.words)
+
+
+def steering_strength(model: torch.nn.Module, styles: list[str], clips: np.ndarray, target: int, judge: Judge,
+                      penalties: tuple[float, ...], iterations: int = EFFECTS.iterations,
+                      cfg: EffectsConfig = EFFECTS, progress: bool = True) -> list[dict]:
+    """Effect steering of the same clips at several penalties: how strong must the change be
+    before the judge agrees? One :func:`compare_steering`-style row per penalty (its
+    ``"effects"`` summary plus ``"penalty"``). A smaller penalty lets the controls move further
+    from neutral; the rows show what that buys (flips) and costs (SNR, loudness, spectrum)."""
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim != 2 or len(clips) == 0:
+        raise DreamError(f"steering_strength needs a (clips, samples) array of at least one clip, got {clips.shape}")
+    judge_target = _judge_target(judge, styles, target)
+    rows = []
+    for penalty in penalties:
+        verdicts = [_effect_verdict(effect_steer(model, clip, target, iterations, penalty, judge, styles, cfg,
+                                                 progress=False))
+                    for clip in tqdm(clips, desc=f"effects at penalty {penalty:g}", disable=not progress)]
+        rows.append({"penalty": float(penalty), **_row(verdicts, target, judge_target)})
+    return rows
+
+
+def strength_markdown(rows: list[dict]) -> str:
+    """The table of :func:`steering_strength`'s rows, strongest penalty first."""
+    head = ("| penalty | net flips | judge flips | loudness change dB | SNR dB | spectral distance dB "
+            "| envelope corr. |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    return "\n".join([head, *(f"| {r['penalty']:g} | {r['net_flipped']}/{r['net_candidates']} | "
+                               f"{r['judge_flipped']}/{r['judge_candidates']} | {r['mean_loudness_change_db']:+.1f} | "
+                               f"{r['mean_snr_db']:.1f} | {r['mean_spectral_distance_db']:.1f} | "
+                               f"{r['mean_envelope_corr']:.2f} |" for r in sorted(rows, key=lambda r: -r["penalty"]))])
 
 
 def collection_clips(ds, target: str, n: int, split_seed: int | None = None, seed: int = 0) -> np.ndarray:
@@ -575,4 +608,5 @@ def comparison_markdown(summary: dict) -> str:
 
 __all__ = ["PEAK", "Param", "parameters", "neutral", "gain", "eq_weights", "equalizer", "drive", "compressor",
            "peak_normalise", "EffectChain", "describe_parameters", "Judge", "change_measures", "EffectResult",
-           "effect_steer", "Verdict", "compare_steering", "collection_clips", "comparison_markdown"]
+           "effect_steer", "Verdict", "compare_steering", "steering_strength", "strength_markdown",
+           "collection_clips", "comparison_markdown"]
