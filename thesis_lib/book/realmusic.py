@@ -14,7 +14,8 @@
 * :func:`leak_comparison` trains on the same data split by track and by clip
   (same test clips per style), over a few seeds, also cached;
 * :func:`real_steering` steers songs of the free collection toward metal with the shipped
-  real-music net, by samples and through the effect chain, judged by a second model (cached).
+  real-music net, by samples and through the effect chain, judged by a second model (cached);
+  :func:`real_steering_strength` steers the same clips through the effects at smaller penalties.
 """
 
 from __future__ import annotations
@@ -188,6 +189,45 @@ def leak_comparison(ds: PreparedDataset, settings: TrainSettings, seeds: int, lo
     return _cached("leak", cache_key(ds, settings, {"seeds": seeds}), compute)
 
 
+def _steering_setup(ds: PreparedDataset, net: str, target: str, clips: int, quiet):
+    """What both steering experiments share: the shipped net, the judge (the log-mel baseline fitted
+    on the training tracks of split seed 0), and the held-out clips not of ``target``."""
+    from .. import pretrained
+    from ..data import split_dataset
+    from ..dream.effects import Judge, collection_clips
+    from ..robust import clip_rate_problem, prepared_for, train_any
+
+    model, styles, _ = pretrained.load(net)
+    settings = TrainSettings.recommended("baseline")
+    data = prepared_for(ds, settings, log=quiet)
+    problem = clip_rate_problem(data, model.cfg, f"the shipped net {net!r}")
+    if problem:
+        raise ValueError(problem)
+    sp = split_dataset(data, settings.applied_to().train_per_style, settings.applied_to().test_per_style,
+                       "track", 0)
+    judge = Judge(train_any(data, sp, settings, progress=False, log=quiet).model, sp.styles,
+                  "log-mel baseline, 16 kHz, the same training tracks")
+    pick = collection_clips(data, target, clips, split_seed=0, seed=0)
+    x = np.stack([np.asarray(data.clips[i], np.float32) for i in pick])
+    return model, styles, judge, data, pick, x
+
+
+def _steering_key(ds: PreparedDataset, net: str, clips: int, target: str, **more) -> str:
+    from .. import pretrained
+
+    return cache_key(ds, TrainSettings.recommended("mel"),
+                     {"steer": net, "clips": clips, "target": target,
+                      "net_sha256": pretrained.info(net)["sha256"], **more})
+
+
+def _shipped_net_data(ds: PreparedDataset, net: str) -> bool:
+    """Whether ``ds`` is the collection the shipped ``net`` was trained on (styles, tracks per style)."""
+    from .. import pretrained
+
+    entry = pretrained.info(net)
+    return sorted(ds.styles) == sorted(entry["styles"]) and ds.tracks_per_style() == entry["data"].get("tracks")
+
+
 def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", net: str = "mel-free",
                   log=None) -> tuple[dict, bool] | None:
     """Sample-level against effect steering of real songs by the shipped real-music net, judged (cached).
@@ -200,29 +240,14 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
     for one clip -- the clearest one the judge was turned to ``target`` on -- the original and the
     effect-steered audio, for the players and the listening test.
     """
-    from .. import pretrained
-    from ..data import split_dataset
-    from ..dream.effects import Judge, collection_clips, compare_steering, effect_steer
-    from ..robust import clip_rate_problem, prepared_for, train_any
+    from ..dream.effects import compare_steering, effect_steer
 
-    entry = pretrained.info(net)
-    if sorted(ds.styles) != sorted(entry["styles"]) or ds.tracks_per_style() != entry["data"].get("tracks"):
+    if not _shipped_net_data(ds, net):
         return None
     quiet = log or (lambda m: None)
 
     def compute() -> dict:
-        model, styles, _ = pretrained.load(net)
-        settings = TrainSettings.recommended("baseline")
-        data = prepared_for(ds, settings, log=quiet)
-        problem = clip_rate_problem(data, model.cfg, f"the shipped net {net!r}")
-        if problem:
-            raise ValueError(problem)
-        sp = split_dataset(data, settings.applied_to().train_per_style, settings.applied_to().test_per_style,
-                           "track", 0)
-        judge = Judge(train_any(data, sp, settings, progress=False, log=quiet).model, sp.styles,
-                      "log-mel baseline, 16 kHz, the same training tracks")
-        pick = collection_clips(data, target, clips, split_seed=0, seed=0)
-        x = np.stack([np.asarray(data.clips[i], np.float32) for i in pick])
+        model, styles, judge, data, pick, x = _steering_setup(ds, net, target, clips, quiet)
         t = styles.index(target)
         summary, verdicts = compare_steering(model, styles, x, t, judge, progress=False)
         jt = judge.index(target)
@@ -240,6 +265,25 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
                          "sample_rate": model.cfg.sample_rate,
                          "original": np.round(e.original, 4).tolist(), "audio": np.round(e.audio, 4).tolist()}}
 
-    return _cached("steer", cache_key(ds, TrainSettings.recommended("mel"),
-                                      {"steer": net, "clips": clips, "target": target,
-                                       "net_sha256": entry["sha256"]}), compute)
+    return _cached("steer", _steering_key(ds, net, clips, target), compute)
+
+
+def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (0.3, 0.1, 0.03), clips: int = 16,
+                           target: str = "metal", net: str = "mel-free", log=None) -> tuple[dict, bool] | None:
+    """The clips of :func:`real_steering` steered through the effects at smaller penalties (cached):
+    :func:`~thesis_lib.dream.effects.steering_strength`'s rows; ``None`` for other data."""
+    from ..dream.effects import steering_strength
+
+    if not _shipped_net_data(ds, net):
+        return None
+    quiet = log or (lambda m: None)
+
+    def compute() -> dict:
+        model, styles, judge, _, _, x = _steering_setup(ds, net, target, clips, quiet)
+        return {"rows": steering_strength(model, styles, x, styles.index(target), judge, tuple(penalties),
+                                          progress=False), "net": net, "judge": judge.name}
+
+    return _cached("strength", _steering_key(ds, net, clips, target, penalties=list(penalties)), compute)
+
+
+
