@@ -407,8 +407,8 @@ class PhaseStyleNet(FastStyleNet):
 #   ``Y[b, i, (u, o)] = rows @ W_blk^T`` with ``W_blk[(u, o), (q, r, c)] = w[o, c, (q - u)*s + r]``
 #   (zero where ``q - u`` is not a tap), and ``Y`` *is* the output ``y[b, i*G + u, o]``.
 # Half of ``W_blk`` is zeros (twice the direct FLOPs), but the product has 2*G*s*C inner
-# (16, 512, 2048) and G*O outer (32, 64, 256) columns, a shape tensor cores run near their peak,
-# and nothing larger than twice the input is written. Measured on an H100 in chapter 8.
+# (16, 512, 2048) and G*O outer (32, 64, 256) columns, a shape tensor cores run well, and nothing
+# larger than twice the input is written. Measured on an H100: README "GPU" (chapter 8 quotes it).
 
 
 def block_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
