@@ -366,8 +366,9 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
             r["fraction_of_peak"] = r["gflops"] / peak["gflops_best"]
             r["seconds_for_thesis_run"] = r["seconds_per_epoch"] * THESIS.epochs
             result["training"][impl] = r
-            log(f"training {impl:15s}: {r['seconds_per_epoch']:7.2f} s/epoch (median of "
-                f"{sizes.epochs}: {', '.join(f'{t:.2f}' for t in r['epoch_seconds'])}), "
+            label = impl + (f" ({r['convs']})" if r.get("convs") else "")
+            log(f"training {label:24s}: {r['seconds_per_epoch']:7.3f} s/epoch (median of "
+                f"{sizes.epochs}: {', '.join(f'{t:.3f}' for t in r['epoch_seconds'])}), "
                 f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak, "
                 f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         ref, fast = result["training"]["reference"], result["training"]["fast"]
