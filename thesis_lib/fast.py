@@ -171,10 +171,13 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0])
 
 
-def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None) -> torch.Tensor:
+def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None, time_major: bool = False) -> torch.Tensor:
     """``model(x)`` for a StyleNet, each convolution computed as ``conv(h, module)`` and, when
-    ``norm`` is given, each batch norm as ``norm(h, module)``; the model's own parameters."""
+    ``norm`` is given, each batch norm as ``norm(h, module)``; the model's own parameters.
+    ``time_major``: the activations ``h`` are ``(B, T, C)`` instead of ``(B, C, T)``."""
     h = x.unsqueeze(1) if x.dim() == 2 else x
+    if time_major:
+        h = h.reshape(h.shape[0], -1, 1)                     # (B, 1, L) is (B, L, 1) in memory
     for module in model.body.children():
         if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
             h = conv(h, module[0])
@@ -184,6 +187,8 @@ def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None) -> torch.Te
             h = norm(h, module)
         else:
             h = module(h)
+    if time_major:
+        h = h.transpose(1, 2)                                # the model's (C, T) flattening
     return model.out(model.fc(h.flatten(1)))
 
 
@@ -302,21 +307,6 @@ def phase_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.conv2d(frames, w.contiguous(memory_format=torch.channels_last), conv.bias).squeeze(2)
 
 
-def batch_statistics(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, var)`` that ``bn`` normalises ``x`` with: the batch's (running averages updated as
-    :class:`torch.nn.BatchNorm1d` does) in training mode, the running ones in eval mode."""
-    if not bn.training:
-        return bn.running_mean, bn.running_var
-    var, mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != channel_dim], correction=0)
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        rate = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked
-        n = x.numel() // x.shape[channel_dim]
-        bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), rate)
-        bn.running_var.lerp_(var.to(bn.running_var.dtype) * (n / max(n - 1, 1)), rate)
-    return mean, var
-
-
 def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) -> torch.Tensor:
     """``bn(x)`` by plain reductions: the same function and the same running-statistics update.
 
@@ -327,7 +317,16 @@ def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) 
     """
     shape = [1] * x.dim()
     shape[channel_dim] = x.shape[channel_dim]
-    mean, var = batch_statistics(x, bn, channel_dim)
+    if bn.training:
+        var, mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != channel_dim], correction=0)
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            rate = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked
+            n = x.numel() // x.shape[channel_dim]
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), rate)
+            bn.running_var.lerp_(var.to(bn.running_var.dtype) * (n / max(n - 1, 1)), rate)
+    else:
+        mean, var = bn.running_mean, bn.running_var
     scale = bn.weight * torch.rsqrt(var + bn.eps)
     return x * scale.view(shape) + (bn.bias - mean * scale).view(shape)
 
@@ -387,21 +386,18 @@ def block_conv1d(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return y + conv.bias if conv.bias is not None else y
 
 
+def _block_or_plain(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    return block_conv1d(h, conv) if frame_shaped(conv) else conv(h.transpose(1, 2)).transpose(1, 2)
+
+
+def _time_major_norm(h: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    return plain_batch_norm(h, bn, channel_dim=2)
+
+
 def block_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` for a :class:`~thesis_lib.model.StyleNet` with every activation time-major,
     the convolutions by :func:`block_conv1d` and batch norm by :func:`plain_batch_norm`."""
-    h = x.reshape(x.shape[0], -1, 1)                         # (B, 1, L) is (B, L, 1) in memory
-    for module in model.body.children():
-        if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
-            conv = module[0]
-            h = block_conv1d(h, conv) if frame_shaped(conv) else conv(h.transpose(1, 2)).transpose(1, 2)
-            for rest in list(module)[1:]:
-                h = rest(h)                                  # ReLU: elementwise, any layout
-        elif isinstance(module, nn.BatchNorm1d):
-            h = plain_batch_norm(h, module, channel_dim=2)
-        else:
-            raise TypeError(f"block_forward does not know {type(module).__name__}")
-    return model.out(model.fc(h.transpose(1, 2).flatten(1)))  # the model's (C, T) flattening
+    return forward_with(model, x, _block_or_plain, _time_major_norm, time_major=True)
 
 
 class BlockStyleNet(FastStyleNet):
