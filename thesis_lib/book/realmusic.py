@@ -284,6 +284,3 @@ def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (
                                           progress=False), "net": net, "judge": judge.name}
 
     return _cached("strength", _steering_key(ds, net, clips, target, penalties=list(penalties)), compute)
-
-
-

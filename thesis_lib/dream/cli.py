@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +38,11 @@ def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON as well")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_penalty(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--penalty", type=float, default=EFFECTS.penalty,
+                   help=f"effects: weight of the parameters' distance from neutral (default {EFFECTS.penalty:g})")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -85,8 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", type=Path, default=None,
                    help="effects: a second trained model (train --model mel|baseline|thesis) that scores the "
                         "clip before and after; the transformation counts only when it agrees")
-    p.add_argument("--penalty", type=float, default=EFFECTS.penalty,
-                   help=f"effects: weight of the parameters' distance from neutral (default {EFFECTS.penalty:g})")
+    _add_penalty(p)
     p.add_argument("--balanced", action="store_true", help="gatys: weigh style and content equally at the start")
     p.add_argument("--iterations", type=int, default=None,
                    help=f"L-BFGS-B iterations (default {TRANSFORM.iterations}; steer {TRANSFORM.steer_iterations}; "
@@ -125,8 +128,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None,
                    help=f"L-BFGS-B iterations of both searches (default: steer {TRANSFORM.steer_iterations}, "
                         f"effects {EFFECTS.iterations})")
-    p.add_argument("--penalty", type=float, default=EFFECTS.penalty,
-                   help=f"effects: weight of the parameters' distance from neutral (default {EFFECTS.penalty:g})")
+    _add_penalty(p)
     p.add_argument("--strengths", type=float, nargs="+", default=(), metavar="PENALTY",
                    help="also steer the same clips through the effects at each of these penalties (smaller: "
                         "the controls may move further) and print how often the judge agrees at each")
@@ -329,8 +331,8 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     from ..data import PreparedDataset, prepare_dataset
     from ..robust import clip_rate_problem
     from ..runtime import device_of
-    from .effects import (Judge, collection_clips, compare_steering, comparison_markdown, steering_strength,
-                          strength_markdown)
+    from .effects import (Judge, check_penalty, collection_clips, compare_steering, comparison_markdown,
+                          steering_strength, strength_markdown)
 
     model, styles = _load(a, require=None)
     if a.target not in styles:
@@ -348,9 +350,8 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     pick = collection_clips(ds, a.target, a.clips, a.split_seed, a.seed)
     clips = np.stack([np.asarray(ds.clips[i], np.float32) for i in pick])
     iterations = {} if a.iterations is None else {"steer_iterations": a.iterations, "effect_iterations": a.iterations}
-    for penalty in (a.penalty, *a.strengths):
-        if not math.isfinite(penalty) or penalty < 0:
-            raise DreamError(f"a penalty must be a finite number >= 0, not {penalty}")
+    for penalty in (a.penalty, *a.strengths):    # before minutes of steering, not after
+        check_penalty(penalty)
     target = styles.index(a.target)
     summary, verdicts = compare_steering(model, styles, clips, target, judge, penalty=a.penalty,
                                          progress=not a.quiet, **iterations)

@@ -381,6 +381,12 @@ def _judge_target(judge: Judge | None, styles: list[str] | None, target: int) ->
     return judge.index(styles[target])
 
 
+def check_penalty(penalty: float) -> None:
+    """A penalty of :func:`effect_steer` is a finite number >= 0 (else :class:`DreamError`)."""
+    if not math.isfinite(penalty) or penalty < 0:
+        raise DreamError(f"the penalty must be a finite number >= 0, not {penalty}")
+
+
 def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iterations: int = EFFECTS.iterations,
                  penalty: float = EFFECTS.penalty, judge: Judge | None = None, styles: list[str] | None = None,
                  cfg: EffectsConfig = EFFECTS, progress: bool = True) -> EffectResult:
@@ -400,8 +406,7 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
     x0 = check_clip(clip, model.cfg)
     if not 0 <= target < model.n_styles:
         raise DreamError(f"target style {target} out of range for a model with {model.n_styles} styles")
-    if not math.isfinite(penalty) or penalty < 0:
-        raise DreamError(f"the penalty must be a finite number >= 0, not {penalty}")
+    check_penalty(penalty)
     if iterations < 1:
         raise DreamError(f"iterations must be at least 1, not {iterations}")
     judge_target = _judge_target(judge, styles, target)
@@ -608,5 +613,5 @@ def comparison_markdown(summary: dict) -> str:
 
 __all__ = ["PEAK", "Param", "parameters", "neutral", "gain", "eq_weights", "equalizer", "drive", "compressor",
            "peak_normalise", "EffectChain", "describe_parameters", "Judge", "change_measures", "EffectResult",
-           "effect_steer", "Verdict", "compare_steering", "steering_strength", "strength_markdown",
+           "check_penalty", "effect_steer", "Verdict", "compare_steering", "steering_strength", "strength_markdown",
            "collection_clips", "comparison_markdown"]
