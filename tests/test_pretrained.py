@@ -131,6 +131,27 @@ def test_chapters_fall_back_to_the_shipped_net_without_a_cached_run(empty_cache)
     assert "shipped with the package" in runs.run_origin(run)
 
 
+@pytest.mark.slow
+def test_dreaming_chapters_analyse_the_shipped_net_even_beside_a_trained_run(empty_cache):
+    """shipped_first: chapters 5-7 take the shipped net's fixed weights, and say how the cached run differs."""
+    entry = pretrained.info("thesis-synth")
+    own = empty_cache / "book" / entry["data"]["run_key"]      # a finished run of the same settings, other weights
+    own.mkdir(parents=True)
+    save_model(StyleNet(2), list(entry["styles"]), own / "model.pt")
+    (own / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "epochs": []}))
+    (own / "book.json").write_text("{}")
+    try:
+        first = runs.trained_model(small=False, shipped_first=True)
+        assert first.extra == {"pretrained": "thesis-synth", "shipped_first": True}
+        origin = runs.run_origin(first)
+        assert "analyses the net shipped" in origin and "has other weights (test accuracy 0.500" in origin
+        model, _, _ = pretrained.load("thesis-synth")               # the run's own weights, rounded as shipped
+        save_model(model, list(entry["styles"]), own / "model.pt")
+        assert "has the same weights" in runs.run_origin(runs.trained_model(small=False, shipped_first=True))
+    finally:
+        shutil.rmtree(empty_cache / "book")
+
+
 def test_cli_predict_accepts_a_pretrained_model(tmp_path):
     from thesis_lib.synth import compose_track
     from thesis_lib.audio import write_wav

@@ -132,7 +132,8 @@ def run_key(spec: SynthSpec, settings: TrainSettings, split: str, per_style: tup
 
 def trained_model(small: bool = True, split: str = "track", epochs: int | None = None,
                   device: str = "auto", seed: int = 0, progress: bool = False,
-                  log=None, cfg: ThesisConfig = THESIS, pretrained: bool = True) -> BookRun:
+                  log=None, cfg: ThesisConfig = THESIS, pretrained: bool = True,
+                  shipped_first: bool = False) -> BookRun:
     """A net trained on the built-in data: loaded from the cache, or trained now.
 
     The run lives in ``default_cache_dir()/book/<key>``; the key covers the
@@ -142,6 +143,12 @@ def trained_model(small: bool = True, split: str = "track", epochs: int | None =
     With ``pretrained`` (the default) a run that is not cached but is the one
     the package ships comes from :func:`pretrained_run`, not from training;
     ``make book``'s main job passes ``pretrained=False`` and trains its own.
+
+    ``shipped_first``: the shipped net even when a trained run is cached (chapters
+    5-7 analyse it). What a dream looks like depends on the bits of the weights,
+    and a net trained on another machine, or from another seed, differs in them:
+    with the shipped net's fixed weights the prose of those chapters describes
+    what every reader's build shows, wherever ``make book`` trained its own net.
     """
     from ..checkpoint import load_model
 
@@ -152,7 +159,11 @@ def trained_model(small: bool = True, split: str = "track", epochs: int | None =
     out = default_cache_dir() / "book" / key
     done = out / "book.json"
     reused = done.is_file()
-    shipped = shipped_net_for(key) if pretrained and cfg == THESIS else None
+    shipped = shipped_net_for(key) if (pretrained or shipped_first) and cfg == THESIS else None
+    if shipped and shipped_first:
+        run = pretrained_run(shipped, device, cfg, progress)
+        run.extra["shipped_first"] = True
+        return run
     if not reused and shipped:
         if log:
             log(f"no trained run {key} is cached: using the shipped net {shipped!r} (make book trains its own)")
@@ -267,11 +278,13 @@ def reader_settings(small: bool = False, epochs: int | None = None, device: str 
 
 def reader_run(data: str | Path | None = None, model: str | Path | None = None, small: bool = False,
                split: str = "track", epochs: int | None = None, device: str = "auto", seed: int = 0,
-               progress: bool = False, log=None, cfg: ThesisConfig = THESIS) -> BookRun:
+               progress: bool = False, log=None, cfg: ThesisConfig = THESIS,
+               shipped_first: bool = False) -> BookRun:
     """The run chapters 4-7 use: the book's own, or one on the reader's music and/or net (issue 11).
 
     * neither ``data`` nor ``model``: the built-in run, :func:`trained_model`
-      (cached, or the shipped net when none is);
+      (cached, or the shipped net when none is; with ``shipped_first`` the shipped
+      net whenever the package has one for these settings);
     * ``data`` only: a folder of the reader's music, one sub-folder per style,
       prepared (cached) and split (``split``, by track by default, ``seed``); the
       thesis net is trained on its training tracks with :func:`reader_settings`
@@ -291,7 +304,7 @@ def reader_run(data: str | Path | None = None, model: str | Path | None = None, 
     model, which :func:`run_origin` reports.
     """
     if data is None and model is None:
-        return trained_model(small, split, epochs, device, seed, progress, log, cfg)
+        return trained_model(small, split, epochs, device, seed, progress, log, cfg, shipped_first=shipped_first)
     if data is None:
         return _shipped_without_data(model, device, cfg, progress)
     import os
@@ -476,6 +489,11 @@ def run_origin(run: BookRun) -> str:
         return (f"This page uses the net shipped with the package, `{name}`, as MODEL asks (trained by `reproduce` "
                 f"on the built-in data; test accuracy {acc:.3f} on its {len(run.split.test)} test clips). The text "
                 "of this page describes the book's own run on the same data, whose numbers can differ a little.")
+    if name and run.extra.get("shipped_first"):
+        return (f"This page analyses the net shipped with the package, `{name}` (trained by `reproduce` with the "
+                f"thesis's settings on the built-in data; test accuracy {acc:.3f} on its {len(run.split.test)} test "
+                "clips). Its weights are fixed, so the text describes the same net in every build of this page. "
+                + _own_run_note(run, pretrained.info(name)))
     if name:
         return (f"No trained run was cached, so this page uses the net shipped with the package, `{name}` "
                 f"(trained by `reproduce` on the built-in data; test accuracy {acc:.3f} on the same "
@@ -492,6 +510,35 @@ def run_origin(run: BookRun) -> str:
             + (", so numbers on this page match what a reader without a trained run sees."
                if same else ": a reader without a trained run gets the shipped net, and numbers a little different "
                             "from this page's."))
+
+
+def _own_run_note(run: BookRun, entry: dict) -> str:
+    """How the net ``make book`` trained here (when cached) compares with the shipped net ``run`` of the same settings."""
+    key = entry.get("data", {}).get("run_key")
+    own = default_cache_dir() / "book" / str(key)
+    if not key or not (own / "book.json").is_file():
+        return "`make book` trains a net of its own with the same settings for chapter 4."
+    from ..checkpoint import load_model
+
+    mine, _, _ = load_model(own / "model.pt")
+    theirs = run.model.state_dict()
+    same = all(k in theirs and _equal_to_half(v, theirs[k]) for k, v in mine.state_dict().items())
+    acc = json.loads((own / "metrics.json").read_text()).get("test_accuracy")
+    if same:
+        return (f"The net `make book` trained here for chapter 4 (test accuracy {acc:.3f}) has the same weights, to "
+                "the shipped float16 precision.")
+    return (f"The net `make book` trained here for chapter 4 has other weights (test accuracy {acc:.3f} on the same "
+            "clips): training on another machine or from another seed draws another net, whose dreams differ in "
+            "their details.")
+
+
+def _equal_to_half(a, b) -> bool:
+    """True when float tensor ``a``, rounded to float16, equals ``b`` (the shipped nets store float16)."""
+    if a.shape != b.shape:
+        return False
+    if not a.is_floating_point():
+        return bool((a == b).all())
+    return bool((a.half().float() == b.float()).all())
 
 
 def _once(out: Path, make) -> bool:
