@@ -29,7 +29,7 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
         assert key in b["machine"], key
     assert b["matmul_fp32"]["gflops_best"] > 0
     assert b["flops"]["training_step"] == training_flops(THESIS, 2)
-    for impl in ("reference", "fast"):
+    for impl in ("reference", "fast", "fast-bf16"):      # a CPU: bf16 products timed beside fp32
         r = b["training"][impl]
         assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
         assert r["gflops"] > 0 and 0 < r["fraction_of_peak"] and r["peak_rss_mb"] > 50

@@ -87,6 +87,59 @@ def test_fast_paths_in_float32_are_as_accurate_as_the_plain_module(device, wrapp
     assert not worse, worse
 
 
+def test_strided_conv_with_a_compute_dtype_converts_its_operands_and_nothing_else():
+    """The ``compute`` plumbing (operands converted, results and gradients back in the input's
+    dtype, weight gradient accumulated apart) is exact: float32 tensors computed in float64 give
+    the float64 truth rounded to float32."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 2, 403, dtype=torch.float64)
+    w, b = torch.randn(5, 2, 12, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    leaves = [t.float().requires_grad_(True) for t in (x, w, b)]
+    y = fast.StridedConv1d.apply(*leaves, 4, torch.float64)
+    assert y.dtype == torch.float32
+    truth = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    ref = F.conv1d(*truth, stride=4)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(y, ref.float(), rtol=1e-6, atol=1e-6)
+    for got, want in zip(torch.autograd.grad(y, leaves, g.float()), torch.autograd.grad(ref, truth, g)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_cpu_path_stays_within_bfloat16_rounding_of_the_truth():
+    """``precision="bf16"`` on a CPU: conv2/conv3 products in bfloat16 (8-bit mantissa, ~0.4 % per
+    number, sums in float32). Measured at initialisation: outputs within 1 % of the float64 truth,
+    the convolutions' weight gradients within ~8 % (norm), the batch norms' small gradients up to
+    ~40 % (differences of large sums). The bound sits between that and what a wrong tap or stride
+    gives (~100 %); that the bf16 plumbing itself is exact is the test above. The weights stay float32."""
+    torch.manual_seed(0)
+    model = StyleNet(3).double().train()
+    x = torch.randn(6, 1, THESIS.clip_samples, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0, 2])
+    truth_out, _, truth = _grads(model, model, x, y)
+    model.float()
+    net = fast.training_module(model, "fast", torch.device("cpu"), "bf16")
+    assert isinstance(net, fast.Bf16StyleNet)
+    out, _, got = _grads(model, net, x.float(), y)
+    assert (out.double() - truth_out).abs().max() < 0.02 * truth_out.abs().max()
+    errors = {k: float((got[k].double() - truth[k]).norm() / truth[k].norm()) for k in truth}
+    convs = {k: e for k, e in errors.items() if k.startswith("body.conv") and k.endswith("weight")}
+    assert len(convs) == 3 and max(convs.values()) < 0.2, errors
+    assert errors["fc.0.weight"] < 0.1 and errors["out.weight"] < 0.05, errors
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_training_module_picks_the_cpu_path_by_precision():
+    model = StyleNet(2)
+    cpu = torch.device("cpu")
+    assert type(fast.training_module(model, "fast", cpu)) is fast.FastStyleNet
+    assert type(fast.training_module(model, "fast", cpu, "tf32")) is fast.FastStyleNet   # a GPU format
+    assert type(fast.training_module(model, "fast", cpu, "bf16")) is fast.Bf16StyleNet
+    assert fast.training_module(model, "reference", cpu, "bf16") is model
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fast.training_module(model, "fast", cpu, "fp16")
+
+
 def test_block_weight_holds_each_filter_shifted_by_its_output_step():
     """Row (u, o) of the block matrix is filter o moved u frames along the two super-frames."""
     torch.manual_seed(2)

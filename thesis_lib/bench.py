@@ -169,7 +169,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     label = impl
     impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
     impl, _, convs = impl.partition("+")            # "fast+phase": the older CUDA convolutions
-    net = training_module(model, impl, dev)
+    net = training_module(model, impl, dev, precision or "fp32")
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
     step_times, loss = [], None
@@ -358,7 +358,7 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         del mm
         result["training"] = {}
         impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast+phase", "fast+phase-bf16")
-                 if dev.type == "cuda" else ("reference", "fast"))
+                 if dev.type == "cuda" else ("reference", "fast", "fast-bf16"))
         for impl in impls:
             r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
                           sizes.warmup_steps, impl, str(dev), threads)

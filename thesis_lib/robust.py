@@ -170,7 +170,7 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     if settings.model == "thesis":
         from .fast import training_module
 
-        net = training_module(model, settings.impl, device)
+        net = training_module(model, settings.impl, device, settings.precision)
     aug = AugmentSettings()
     history: list[dict] = []
     best_key, best_state = None, None

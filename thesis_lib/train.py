@@ -191,7 +191,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         history = list(_resume_state["history"])
     y_train = label_of(ds, split.train, split)
     y_test = label_of(ds, split.test, split)
-    net = training_module(model, settings.impl, device)
+    net = training_module(model, settings.impl, device, settings.precision)
     resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
