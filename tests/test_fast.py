@@ -87,6 +87,40 @@ def test_fast_paths_in_float32_are_as_accurate_as_the_plain_module(device, wrapp
     assert not worse, worse
 
 
+def test_affine_input_conv_gets_the_input_norm_gradients_from_conv1s():
+    """The input batch norm's two gradients from conv1's weight gradient (no input gradient):
+    the same as autograd through ``conv1d(gamma * xhat + beta)``, and torch's gradcheck agrees."""
+    torch.manual_seed(3)
+    xhat = torch.randn(3, 1, 101, dtype=torch.float64)
+    params = [torch.tensor([1.7], dtype=torch.float64), torch.tensor([-0.4], dtype=torch.float64),
+              torch.randn(4, 1, 8, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    params = [p.requires_grad_(True) for p in params]
+    y = fast.AffineInputConv1d.apply(xhat, *params, 2)
+    ref = F.conv1d(xhat * params[0] + params[1], params[2], params[3], 2)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, r)
+    assert torch.autograd.gradcheck(lambda *p: fast.AffineInputConv1d.apply(xhat, *p, 2), tuple(params))
+
+
+def test_fast_training_step_without_input_gradient_matches_reference():
+    """Training (the input needs no gradient) takes the fused input stem: same parameter
+    gradients and running statistics as the plain module, to float64 rounding."""
+    torch.manual_seed(0)
+    model = StyleNet(3).double().train()
+    twin = StyleNet(3).double().train()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(5, 1, THESIS.clip_samples, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    F.cross_entropy(model(x), y).backward()
+    F.cross_entropy(fast.FastStyleNet(twin)(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert float((p.grad - q.grad).abs().max() / p.grad.abs().max()) < 1e-8, name
+    for (name, b), c in zip(model.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(c, b, msg=name)
+
+
 def test_strided_conv_with_a_compute_dtype_converts_its_operands_and_nothing_else():
     """The ``compute`` plumbing (operands converted, results and gradients back in the input's
     dtype, weight gradient accumulated apart) is exact: float32 tensors computed in float64 give
