@@ -528,8 +528,8 @@ def _own_run_note(run: BookRun, entry: dict) -> str:
         return (f"The net `make book` trained here for chapter 4 (test accuracy {acc:.3f}) has the same weights, to "
                 "the shipped float16 precision.")
     return (f"The net `make book` trained here for chapter 4 has other weights (test accuracy {acc:.3f} on the same "
-            "clips): training on another machine or from another seed draws another net, whose dreams differ in "
-            "their details.")
+            "clips): a net's weights depend on its seed and on the last bits of the training arithmetic (another "
+            "CPU, a GPU, another version of the library), and so do the details of its dreams.")
 
 
 def _equal_to_half(a, b) -> bool:
