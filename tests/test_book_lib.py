@@ -133,6 +133,8 @@ def test_epoch_and_exp_timings_are_positive():
     assert book.exp_timing("cpu", 1000, 5) > 0
     assert book.epoch_timing(1, batch_size=2) > 0
     assert book.epoch_timing(1, batch_size=2, impl="reference") > 0 and book.epoch_timing(1, batch_size=2, impl="fast") > 0
+    both = book.epoch_timings(2, [("fast", "fp32"), ("fast", "bf16")], batch_size=2)
+    assert set(both) == {("fast", "fp32"), ("fast", "bf16")} and min(both.values()) > 0
     with pytest.raises(ValueError, match="impl"):
         book.epoch_timing(1, batch_size=2, impl="fastest")
 

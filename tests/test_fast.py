@@ -174,6 +174,17 @@ def test_training_module_picks_the_cpu_path_by_precision():
         fast.training_module(model, "fast", cpu, "fp16")
 
 
+def test_cpu_bf16_units_are_read_from_the_cpu_flags(tmp_path):
+    from thesis_lib.runtime import cpu_bf16_units
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx2\n\nprocessor\t: 1\n")
+    assert cpu_bf16_units(str(info)) == ["avx512_bf16"]
+    info.write_text("flags\t\t: fpu sse2 avx2\n")
+    assert cpu_bf16_units(str(info)) == []
+    assert cpu_bf16_units(str(tmp_path / "missing")) == []          # macOS, Windows: no such file
+
+
 def test_block_weight_holds_each_filter_shifted_by_its_output_step():
     """Row (u, o) of the block matrix is filter o moved u frames along the two super-frames."""
     torch.manual_seed(2)

@@ -40,4 +40,19 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-__all__ = ["select_device", "device_of", "synchronize"]
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""CPU flags (Linux ``/proc/cpuinfo``) of bfloat16 dot-product units: with them, ``--precision bf16``
+runs the CPU fast path's products faster than float32; without them bf16 is emulated, and slower."""
+
+
+def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """Which of :data:`BF16_FLAGS` this CPU reports (empty where there are none or no ``cpuinfo``: macOS, Windows)."""
+    try:
+        with open(cpuinfo) as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+__all__ = ["select_device", "device_of", "synchronize", "cpu_bf16_units"]

@@ -30,6 +30,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
                 "markdown_table", "figure_html", "signal_panel"),
     "figures": ("RESPONSE_FFT", "network_table", "filter_stats", "dc_gain_db", "weight_change", "filter_limit",
                 "plot_filters", "plot_preparation", "plot_responses"),
-    "timing": ("exp_timing", "epoch_timing", "H100_SECONDS_PER_EPOCH"),
+    "timing": ("exp_timing", "epoch_timing", "epoch_timings", "H100_SECONDS_PER_EPOCH"),
     "widgets": (), "build": (), "sphinxext": (), "realmusic": (),
 })

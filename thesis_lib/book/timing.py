@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..config import THESIS
 from ..runtime import synchronize
 
@@ -41,15 +43,28 @@ def exp_timing(device: str = "cpu", values: int = 230_400, repeats: int = 1000) 
 
 
 def epoch_timing(batches: int, batch_size: int = THESIS.batch_size, device: str = "cpu", seed: int = 0,
-                 impl: str = "auto") -> float:
-    """Seconds per training batch of the thesis net (random clips, Nesterov SGD), after one warm-up batch.
+                 impl: str = "auto", precision: str = "fp32") -> float:
+    """Seconds per training batch of the thesis net (random clips, Nesterov SGD): :func:`epoch_timings`
+    of one path."""
+    return epoch_timings(batches, [(impl, precision)], batch_size, device, seed)[impl, precision]
 
-    ``impl`` picks the module a step calls, as ``train`` does
+
+def epoch_timings(batches: int, paths: list[tuple[str, str]], batch_size: int = THESIS.batch_size,
+                  device: str = "cpu", seed: int = 0) -> dict[tuple[str, str], float]:
+    """Seconds per training batch of each ``(impl, precision)`` path, their batches alternating.
+
+    Each path gets two warm-up batches (the first steps of a path map its buffers and pick its
+    kernels), then the paths take turns, batch by batch, so that a shared machine whose speed
+    drifts by tens of per cent from one minute to the next slows them alike; each value is the
+    median over ``batches``. ``impl`` picks the module a step calls, as ``train`` does
     (:func:`thesis_lib.fast.training_module`): ``"reference"`` the plain
-    :class:`~thesis_lib.model.StyleNet`, ``"fast"`` :mod:`thesis_lib.fast`'s
-    wrapper, ``"auto"`` what training uses on ``device`` (fast on CPUs and
-    CUDA). On a GPU this times the eager module, not the CUDA-graph
-    :class:`~thesis_lib.fast.ResidentTrainer` that ``train`` runs there.
+    :class:`~thesis_lib.model.StyleNet`, ``"fast"`` :mod:`thesis_lib.fast`'s wrapper, ``"auto"``
+    what training uses on ``device``; ``precision`` as ``train --precision`` (on a CPU ``"bf16"``
+    is the fast path's bfloat16 products). All paths train the same weights in one process, so the
+    CPU fast path's :func:`~thesis_lib.fast.tune_allocator` (which ``train --impl reference`` does not
+    call) serves every path timed with or after it: time the plain module first and alone to see what
+    ``--impl reference`` costs. On a GPU this times the eager module, not the CUDA-graph
+    :class:`~thesis_lib.fast.ResidentTrainer` of ``train``.
     """
     import time
 
@@ -64,20 +79,24 @@ def epoch_timing(batches: int, batch_size: int = THESIS.batch_size, device: str 
     dev = torch.device(device)
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     model.train()
-    net = training_module(model, impl, dev)
+    nets = {(impl, prec): training_module(model, impl, dev, prec) for impl, prec in paths}
     x = 0.3 * torch.randn(batch_size, 1, THESIS.clip_samples, device=dev)
     y = torch.randint(0, 2, (batch_size,), device=dev)
 
-    def step():
+    def step(net) -> float:
+        t0 = time.perf_counter()
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        synchronize(dev)
+        return time.perf_counter() - t0
 
-    step()
-    synchronize(dev)
-    t0 = time.perf_counter()
+    for net in nets.values():
+        step(net)
+        step(net)
+    times: dict = {path: [] for path in nets}
     for _ in range(batches):
-        step()
-    synchronize(dev)
-    return (time.perf_counter() - t0) / batches
+        for path, net in nets.items():
+            times[path].append(step(net))
+    return {path: float(np.median(t)) for path, t in times.items()}
