@@ -6,7 +6,10 @@ import base64
 import io
 import json
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,6 +120,30 @@ def test_explorer_precomputes_every_combination_in_the_static_book(monkeypatch):
     assert sorted(calls) == sorted((l, n) for l in ["c1", "c2", "c3"] for n in [1, 2])
     html = out._repr_html_()
     assert html.count('class="tl-panel"') == 6 and "<b>c3-2</b>" in html
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_a_kernel_run_by_papermill_or_nbconvert_is_headless(monkeypatch):
+    """The kernel's parent (JPY_PARENT_PID) names the runner: papermill -> precomputed panels, since
+    nbclient hangs on a live explorer's megabytes of HTML; a server (or no kernel) -> live widgets."""
+    from thesis_lib.book import display
+
+    monkeypatch.delenv(book.STATIC_ENV, raising=False)
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "papermill", "in.ipynb"])
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "jupyter-lab"])
+    try:
+        monkeypatch.setenv("JPY_PARENT_PID", str(runner.pid))
+        assert display.headless_kernel() and book.static_build()
+        html = widgets.explorer({"n": [1, 2]}, lambda n: f"<i>{n}</i>")._repr_html_()
+        assert html.count('class="tl-panel"') == 2                    # the switcher, not ipywidgets
+        monkeypatch.setenv("JPY_PARENT_PID", str(server.pid))
+        assert not display.headless_kernel() and not book.static_build()
+        for pid in ("", "not-a-pid", "999999999"):
+            monkeypatch.setenv("JPY_PARENT_PID", pid)
+            assert not display.headless_kernel()
+    finally:
+        runner.kill()
+        server.kill()
 
 
 def test_explorer_in_a_live_kernel_returns_ipywidgets_that_rerun_the_function(monkeypatch):

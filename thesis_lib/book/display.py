@@ -12,6 +12,7 @@ import html
 import io
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -28,13 +29,35 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def static_build() -> bool:
-    """True while the chapters are executed to build the static HTML book.
+HEADLESS_RUNNERS = ("papermill", "nbclient", "nbconvert", "nbval", "jupyter-book", "jupyter_book")
+"""Programs that execute notebooks without a browser (matched in the command line of the kernel's parent)."""
 
-    Live ipywidgets need a kernel; in the built pages only the precomputed
-    variants (see :mod:`thesis_lib.book.widgets`) are shown.
+
+def headless_kernel() -> bool:
+    """True in a kernel that a program executes without a browser: papermill, nbconvert, nbval...
+
+    Nothing renders live ipywidgets there, and nbclient waits forever on an interactive widget whose
+    output is megabytes of HTML (measured: a 3 MB panel under papermill 2.7 / nbclient 0.11 never
+    returned; a chapter's explorer hung the same way), so the chapters then precompute their panels
+    as the book build does. Read from the command line of the process that started the kernel
+    (``JPY_PARENT_PID``, Linux ``/proc``); False elsewhere and outside a kernel.
     """
-    return os.environ.get(STATIC_ENV, "") not in ("", "0")
+    pid = os.environ.get("JPY_PARENT_PID", "")
+    try:
+        cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return False
+    return any(name in cmd for name in HEADLESS_RUNNERS)
+
+
+def static_build() -> bool:
+    """True while the chapters are executed to build the static HTML book, or by any program
+    without a browser (:func:`headless_kernel`).
+
+    Live ipywidgets need a kernel and a frontend; in the built pages, and in notebooks executed by
+    papermill or nbconvert, only the precomputed variants (see :mod:`thesis_lib.book.widgets`) are shown.
+    """
+    return os.environ.get(STATIC_ENV, "") not in ("", "0") or headless_kernel()
 
 
 class HTML:
