@@ -513,16 +513,21 @@ def run_origin(run: BookRun) -> str:
 
 
 def _own_run_note(run: BookRun, entry: dict) -> str:
-    """How the net ``make book`` trained here (when cached) compares with the shipped net ``run`` of the same settings."""
+    """How the net ``make book`` trained here (when cached) compares with the shipped net ``run`` of the same settings:
+    its weights rounded as the package ships them (:func:`thesis_lib.pretrained.half_state`) against the shipped file's."""
     key = entry.get("data", {}).get("run_key")
     own = default_cache_dir() / "book" / str(key)
     if not key or not (own / "book.json").is_file():
         return "`make book` trains a net of its own with the same settings for chapter 4."
-    from ..checkpoint import load_model
+    import torch
 
-    mine, _, _ = load_model(own / "model.pt")
-    theirs = run.model.state_dict()
-    same = all(k in theirs and _equal_to_half(v, theirs[k]) for k, v in mine.state_dict().items())
+    from .. import pretrained
+    from ..checkpoint import read_checkpoint
+
+    mine = pretrained.half_state(read_checkpoint(own / "model.pt"))["state_dict"]
+    theirs = read_checkpoint(run.path)["state_dict"]
+    same = mine.keys() == theirs.keys() and all(
+        mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
     acc = json.loads((own / "metrics.json").read_text()).get("test_accuracy")
     if same:
         return (f"The net `make book` trained here for chapter 4 (test accuracy {acc:.3f}) has the same weights, to "
@@ -530,15 +535,6 @@ def _own_run_note(run: BookRun, entry: dict) -> str:
     return (f"The net `make book` trained here for chapter 4 has other weights (test accuracy {acc:.3f} on the same "
             "clips): a net's weights depend on its seed and on the last bits of the training arithmetic (another "
             "CPU, a GPU, another version of the library), and so do the details of its dreams.")
-
-
-def _equal_to_half(a, b) -> bool:
-    """True when float tensor ``a``, rounded to float16, equals ``b`` (the shipped nets store float16)."""
-    if a.shape != b.shape:
-        return False
-    if not a.is_floating_point():
-        return bool((a == b).all())
-    return bool((a.half().float() == b.float()).all())
 
 
 def _once(out: Path, make) -> bool:
