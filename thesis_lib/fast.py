@@ -90,13 +90,11 @@ class StridedConv1d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, compute=None):
         ctx.stride, ctx.x_dtype = stride, x.dtype
-        if compute is not None and compute != x.dtype:
-            x = x.to(compute)                           # saved so: the backward's frames convert nothing
-            y = F.conv1d(x, weight.to(compute), None if bias is None else bias.to(compute), stride)
-            ctx.save_for_backward(x, weight)
-            return y.to(ctx.x_dtype)
+        op = compute or x.dtype                         # .to() of a tensor already in op is itself
+        x = x.to(op)                                    # saved so: the backward's frames convert nothing
         ctx.save_for_backward(x, weight)
-        return F.conv1d(x, weight, bias, stride)
+        y = F.conv1d(x, weight.to(op), None if bias is None else bias.to(op), stride)
+        return y.to(ctx.x_dtype)
 
     @staticmethod
     def backward(ctx, dy):
@@ -187,11 +185,14 @@ def frame_shaped(conv: nn.Conv1d) -> bool:
     return k % s == 0 and conv.padding[0] == 0 and conv.dilation[0] == 1 and conv.groups == 1
 
 
-def conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """``conv(x)`` through :class:`StridedConv1d` on CPUs where its shapes allow, else the plain module."""
+def conv1d(x: torch.Tensor, conv: nn.Conv1d, compute: torch.dtype | None = None) -> torch.Tensor:
+    """``conv(x)`` through :class:`StridedConv1d` on CPUs where its shapes allow, else the plain module;
+    ``compute``: the dtype of its products' operands for layers of several input channels (see
+    :func:`bf16_conv1d`; conv1 reads the raw samples and keeps the input's dtype)."""
     if not frame_shaped(conv) or x.device.type != "cpu":
         return conv(x)
-    return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0])
+    compute = compute if conv.in_channels > 1 else None
+    return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0], compute)
 
 
 def bf16_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -201,9 +202,7 @@ def bf16_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     faster than float32 ones (measured here for this net's shapes). conv1 (one input channel, the
     raw samples) keeps float32; so do the batch norms, the fc layer and every gradient and weight.
     """
-    if not frame_shaped(conv) or x.device.type != "cpu" or conv.in_channels == 1:
-        return conv1d(x, conv)
-    return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0], torch.bfloat16)
+    return conv1d(x, conv, torch.bfloat16)
 
 
 def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None, time_major: bool = False,
