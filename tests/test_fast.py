@@ -88,20 +88,22 @@ def test_fast_paths_in_float32_are_as_accurate_as_the_plain_module(device, wrapp
 
 
 def test_affine_input_conv_gets_the_input_norm_gradients_from_conv1s():
-    """The input batch norm's two gradients from conv1's weight gradient (no input gradient):
-    the same as autograd through ``conv1d(gamma * xhat + beta)``, and torch's gradcheck agrees."""
+    """The input batch norm folded into conv1, and its two gradients from conv1's weight gradient
+    (no input gradient): the same as autograd through ``conv1d((x - mean) * rstd * gamma + beta)``,
+    and torch's gradcheck agrees. The input has an offset, so the mean's fold is exercised."""
     torch.manual_seed(3)
-    xhat = torch.randn(3, 1, 101, dtype=torch.float64)
+    x = torch.randn(3, 1, 101, dtype=torch.float64) + 0.7
+    mean, rstd = x.mean().reshape(1), torch.rsqrt(x.var(correction=0) + 1e-5).reshape(1)
     params = [torch.tensor([1.7], dtype=torch.float64), torch.tensor([-0.4], dtype=torch.float64),
               torch.randn(4, 1, 8, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
     params = [p.requires_grad_(True) for p in params]
-    y = fast.AffineInputConv1d.apply(xhat, *params, 2)
-    ref = F.conv1d(xhat * params[0] + params[1], params[2], params[3], 2)
+    y = fast.AffineInputConv1d.apply(x, mean, rstd, *params, 2)
+    ref = F.conv1d((x - mean) * rstd * params[0] + params[1], params[2], params[3], 2)
     torch.testing.assert_close(y, ref)
     g = torch.randn_like(ref)
     for a, r in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g)):
         torch.testing.assert_close(a, r)
-    assert torch.autograd.gradcheck(lambda *p: fast.AffineInputConv1d.apply(xhat, *p, 2), tuple(params))
+    assert torch.autograd.gradcheck(lambda *p: fast.AffineInputConv1d.apply(x, mean, rstd, *p, 2), tuple(params))
 
 
 def test_fast_training_step_without_input_gradient_matches_reference():

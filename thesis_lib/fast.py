@@ -35,7 +35,9 @@ already efficient, or uses the same frame trick where that measures faster.
 
 In training the input needs no gradient, so conv1's input gradient (480 x 40,000 numbers a
 step) would only be reduced to the input batch norm's two parameter gradients; both follow from
-conv1's weight gradient instead (:class:`AffineInputConv1d`, about 6 % of a step here).
+conv1's weight gradient instead, and the batch norm itself folds into conv1's filters
+(:class:`AffineInputConv1d`). Each ReLU and the batch norm after it run as one compiled pass
+(:func:`relu_norm`).
 
 With ``precision="bf16"`` (:class:`Bf16StyleNet`) conv2's and conv3's products take bfloat16
 operands, converted in the copies the frames and windows make anyway, with float32 sums, outputs,
@@ -51,8 +53,10 @@ exact as well (tested against the reference).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -84,7 +88,7 @@ class StridedConv1d(torch.autograd.Function):
 
     ``compute`` (``None``: the input's own dtype) is the dtype of the matrix products' operands:
     ``torch.bfloat16`` runs them on a CPU's bf16 units (``precision="bf16"``, see
-    :func:`bf16_conv1d`); gradients and outputs stay float32.
+    :class:`Bf16StyleNet`); gradients and outputs stay float32.
     """
 
     @staticmethod
@@ -187,22 +191,14 @@ def frame_shaped(conv: nn.Conv1d) -> bool:
 
 def conv1d(x: torch.Tensor, conv: nn.Conv1d, compute: torch.dtype | None = None) -> torch.Tensor:
     """``conv(x)`` through :class:`StridedConv1d` on CPUs where its shapes allow, else the plain module;
-    ``compute``: the dtype of its products' operands for layers of several input channels (see
-    :func:`bf16_conv1d`; conv1 reads the raw samples and keeps the input's dtype)."""
+    ``compute``: the dtype of its products' operands for layers of several input channels
+    (``torch.bfloat16``: :class:`Bf16StyleNet`; CPUs with bf16 dot-product units, AVX-512 BF16 or AMX,
+    multiply bf16 matrices two to five times faster than float32 ones); conv1 reads the raw
+    samples and keeps the input's dtype."""
     if not frame_shaped(conv) or x.device.type != "cpu":
         return conv(x)
     compute = compute if conv.in_channels > 1 else None
     return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0], compute)
-
-
-def bf16_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """:func:`conv1d` with bfloat16 operands in its matrix products (``precision="bf16"`` on a CPU).
-
-    CPUs with bf16 dot-product units (AVX-512 BF16, AMX) multiply bf16 matrices two to five times
-    faster than float32 ones (measured here for this net's shapes). conv1 (one input channel, the
-    raw samples) keeps float32; so do the batch norms, the fc layer and every gradient and weight.
-    """
-    return conv1d(x, conv, torch.bfloat16)
 
 
 def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None, time_major: bool = False,
@@ -235,47 +231,125 @@ def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None, time_major:
 
 
 class AffineInputConv1d(torch.autograd.Function):
-    """``conv1d(gamma * xhat + beta, w, b, stride)`` for one input channel whose input needs no gradient.
+    """``conv1d((x - mean) * rstd * gamma + beta, w, b, stride)`` for one input channel whose input
+    needs no gradient: the input batch norm folded into conv1.
 
-    The input batch norm has two parameters, yet autograd would compute the whole input gradient
-    of conv1 (480 x 40,000 numbers per step) only to reduce it to their two gradients. Both follow
-    from conv1's weight gradient instead: with ``G = corr(dy, xhat)`` (what ``dW`` needs anyway),
-    ``dW = gamma * G + beta * db``, ``d gamma = sum(w * G)`` and ``d beta = sum_o db_o * sum_j w_oj``.
+    The normalised input is never written: the affine map folds into conv1's filters
+    (``w * gamma * rstd``) and bias (``b + (beta - gamma * rstd * mean) * sum(w)``), so conv1 reads
+    the raw samples. Nor is conv1's input gradient computed (480 x 40,000 numbers per step): the
+    batch norm's two parameter gradients follow from conv1's weight gradient. With
+    ``G = corr(dy, xhat) = rstd * (corr(dy, x) - mean * db)`` (``corr(dy, x)`` is what ``dW`` needs
+    anyway), ``dW = gamma * G + beta * db``, ``d gamma = sum(w * G)`` and
+    ``d beta = sum_o db_o * sum_j w_oj``. ``mean`` and ``rstd`` are the batch's statistics (or the
+    running ones in eval mode), which carry no gradient when ``x`` carries none.
     """
 
     @staticmethod
-    def forward(ctx, xhat, gamma, beta, weight, bias, stride):
-        ctx.save_for_backward(xhat, gamma, beta, weight)
+    def forward(ctx, x, mean, rstd, gamma, beta, weight, bias, stride):
+        ctx.save_for_backward(x, mean, rstd, gamma, beta, weight)
         ctx.stride = stride
-        return F.conv1d(xhat * gamma + beta, weight, bias, stride)
+        scale = gamma * rstd
+        folded_bias = (beta - scale * mean) * weight.sum((1, 2))
+        return F.conv1d(x, weight * scale, folded_bias if bias is None else bias + folded_bias, stride)
 
     @staticmethod
     def backward(ctx, dy):
-        xhat, gamma, beta, w = ctx.saved_tensors
+        x, mean, rstd, gamma, beta, w = ctx.saved_tensors
         dy = dy.contiguous()
-        _, g = _single_channel_backward(xhat, w, dy, ctx.stride, need_x=False, need_w=True)
+        _, gx = _single_channel_backward(x, w, dy, ctx.stride, need_x=False, need_w=True)
         db = dy.sum((0, 2))
+        g = rstd * (gx - mean * db[:, None, None])          # corr(dy, xhat)
         dw = gamma * g + beta * db[:, None, None]
         d_gamma = (w * g).sum().reshape(1)
         d_beta = (db * w.sum((1, 2))).sum().reshape(1)
-        return None, d_gamma, d_beta, dw, db, None
+        return None, None, None, d_gamma, d_beta, dw, db, None
 
 
 def input_stem(x: torch.Tensor, bn: nn.BatchNorm1d, conv: nn.Conv1d) -> torch.Tensor:
     """``conv(bn(x))`` for the net's first two stages; on a CPU, when ``x`` needs no gradient
-    (training), through :class:`AffineInputConv1d`, which skips conv1's input gradient (about
-    6 % of a training step here)."""
+    (training), through :class:`AffineInputConv1d`, which folds the batch norm into conv1's
+    filters and skips conv1's input gradient (together about 10 % of a training step here)."""
     if (x.requires_grad or x.device.type != "cpu" or x.shape[1] != 1 or not frame_shaped(conv)
             or bn.weight is None):
         return conv1d(bn(x), conv)
-    mean, var = batch_statistics(x, bn)
-    xhat = (x - mean.view(1, 1, 1)) * torch.rsqrt(var + bn.eps).view(1, 1, 1)
-    return AffineInputConv1d.apply(xhat, bn.weight, bn.bias, conv.weight, conv.bias, conv.stride[0])
+    mean, var = batch_statistics(x, bn, compiled=True)
+    return AffineInputConv1d.apply(x, mean.reshape(1), torch.rsqrt(var + bn.eps).reshape(1),
+                                   bn.weight, bn.bias, conv.weight, conv.bias, conv.stride[0])
 
 
-def fast_forward(model, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` computed with the fast convolutions; same parameters, same result."""
-    return forward_with(model, x, conv1d, stem=input_stem)
+# --- ReLU and batch norm in one pass -------------------------------------------------------------
+#
+# Each convolution of the thesis net is followed by a ReLU and a batch norm. Run as separate
+# operations they read and write conv1's 480 x 8 x 19,997 activations (307 MB) six times forward
+# and backward, which took about a tenth of a CPU training step here; compiled together
+# (``torch.compile``), the ReLU, the statistics, the normalisation and their backward pass run as a
+# few fused loops. Where no compiler works (``torch.compile`` needs a C++ toolchain on CPUs) or
+# ``THESIS_LIB_NO_COMPILE`` is set, the same function runs uncompiled.
+
+
+class fused:
+    """``fn`` compiled (``torch.compile``, dynamic shapes: one set of kernels for every batch size
+    and clip length) where compiling works on this machine, else ``fn`` itself.
+
+    Any failure of the compiler (no C++ toolchain, an unsupported platform) warns once and keeps
+    the plain function, which computes the same thing; ``THESIS_LIB_NO_COMPILE=1`` keeps it plain.
+    Compiling takes a few seconds on a process's first call (torch caches the kernels on disk).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.compiled = None if os.environ.get("THESIS_LIB_NO_COMPILE") else torch.compile(fn, dynamic=True)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as err:                        # noqa: BLE001 - any failure: plain
+                self.compiled = None
+                warnings.warn(f"torch.compile failed here ({type(err).__name__}: {str(err)[:200]}); "
+                              f"{self.fn.__name__} runs uncompiled (same results, slower)")
+        return self.fn(*args)
+
+
+@fused
+def channel_statistics(x: torch.Tensor, channel_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, biased var)`` of each channel of ``x`` over all its other dimensions."""
+    var, mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != channel_dim], correction=0)
+    return mean, var
+
+
+@fused
+def relu_norm_statistics(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batch_norm(relu(h))`` with the batch's statistics over all but dim 1: ``(y, mean, var)``,
+    ``var`` biased (what normalises), for the running averages."""
+    h = torch.relu(h)
+    var, mean = torch.var_mean(h, dim=[d for d in range(h.dim()) if d != 1], correction=0)
+    shape = [1, -1] + [1] * (h.dim() - 2)
+    scale = (weight * torch.rsqrt(var + eps)).view(shape)
+    return (h - mean.view(shape)) * scale + bias.view(shape), mean, var
+
+
+def relu_norm(h: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    """``bn(relu(h))``: in training mode on a CPU one fused pass (:func:`relu_norm_statistics`,
+    compiled), with the running averages updated as :class:`torch.nn.BatchNorm1d` does."""
+    if not bn.training or h.device.type != "cpu" or bn.weight is None:
+        return bn(torch.relu(h))
+    y, mean, var = relu_norm_statistics(h, bn.weight, bn.bias, bn.eps)
+    update_running_statistics(bn, mean, var, h.numel() // h.shape[1])
+    return y
+
+
+def fast_forward(model, x: torch.Tensor, compute: torch.dtype | None = None) -> torch.Tensor:
+    """``model(x)`` computed with the fast convolutions; same parameters, same result.
+    ``compute``: the dtype of conv2's and later convolutions' products (:func:`conv1d`)."""
+    convs, norms = model.conv_layers(), model.norm_layers()
+    h = input_stem(x.unsqueeze(1) if x.dim() == 2 else x, norms[0], convs[0])
+    h = relu_norm(h, norms[1])
+    for conv, bn in zip(convs[1:], norms[2:]):
+        h = relu_norm(conv1d(h, conv, compute), bn)
+    return model.out(model.fc(h.flatten(1)))
 
 
 class FastStyleNet(nn.Module):
@@ -296,8 +370,9 @@ class FastStyleNet(nn.Module):
 
 
 def bf16_forward(model, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` with :func:`bf16_conv1d`: conv2 and conv3 in bfloat16 products, the rest float32."""
-    return forward_with(model, x, bf16_conv1d, stem=input_stem)
+    """``model(x)`` with bfloat16 operands in conv2's and conv3's products (:func:`conv1d`),
+    the rest float32: batch norms, the fc layer, every gradient and weight."""
+    return fast_forward(model, x, torch.bfloat16)
 
 
 class Bf16StyleNet(FastStyleNet):
@@ -403,19 +478,28 @@ def phase_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.conv2d(frames, w.contiguous(memory_format=torch.channels_last), conv.bias).squeeze(2)
 
 
-def batch_statistics(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_statistics(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1,
+                     compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, var)`` that ``bn`` normalises ``x`` with: the batch's (running averages updated as
-    :class:`torch.nn.BatchNorm1d` does) in training mode, the running ones in eval mode."""
+    :class:`torch.nn.BatchNorm1d` does) in training mode, the running ones in eval mode.
+    ``compiled``: through the compiled :func:`channel_statistics` (eager ``var_mean`` reads about
+    1.4 GB/s on this project's CPU, the compiled reduction ten times faster)."""
     if not bn.training:
         return bn.running_mean, bn.running_var
-    var, mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != channel_dim], correction=0)
+    mean, var = (channel_statistics if compiled else channel_statistics.fn)(x, channel_dim)
+    update_running_statistics(bn, mean, var, x.numel() // x.shape[channel_dim])
+    return mean, var
+
+
+def update_running_statistics(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    """Move ``bn``'s running averages towards a batch's ``mean`` and biased ``var`` over ``n``
+    values per channel, as :class:`torch.nn.BatchNorm1d` does: by ``bn.momentum`` (cumulatively
+    when it is ``None``), with the unbiased variance."""
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         rate = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked
-        n = x.numel() // x.shape[channel_dim]
-        bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), rate)
-        bn.running_var.lerp_(var.to(bn.running_var.dtype) * (n / max(n - 1, 1)), rate)
-    return mean, var
+        bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), rate)
+        bn.running_var.lerp_(var.detach().to(bn.running_var.dtype) * (n / max(n - 1, 1)), rate)
 
 
 def plain_batch_norm(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1) -> torch.Tensor:
