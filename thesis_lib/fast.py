@@ -15,33 +15,36 @@ put about three quarters of the time in ``convolution_backward``.
 
 What it does
 ------------
-Every convolution whose filter length is a multiple of its stride
-(``k = m * s``: 8 = 4*2, 32 = 8*4, 128 = 32*4) is rewritten, for its
-backward pass, as two well-shaped matrix multiplications:
+Between conv1 and the fc layer the activations lie *time-major* in memory (each time step's eight
+channels together; :func:`time_major`), written so by the compiled batch norms (:func:`relu_norm`).
+In that layout the forward convolutions run as oneDNN's channels-last kernels
+(:func:`conv1d_time_major`, 1.1-2.3x faster than channels-first here), and every convolution whose
+filter length is a multiple of its stride (``k = m * s``: 8 = 4*2, 32 = 8*4, 128 = 32*4) gets
+its backward pass as well-shaped matrix products (:class:`StridedConv1d`):
 
-* the input is viewed as *frames* of ``s`` samples, time-major:
-  ``Ft[b, n, (c, r)] = x[b, c, n*s + r]`` (one copy of the input);
+* the input *is* a sequence of frames of ``s`` samples: ``Ft[b, n, (r, c)] = x[b, c, n*s + r]``
+  is a view of time-major activations, no copy;
 * the output gradient is laid out as *windows* of ``m`` consecutive steps:
-  ``Dwin[b, n, (j, o)] = dY[b, o, n - j]`` (zero outside);
-* then ``dW = Ft^T @ Dwin`` (a ``C*s x m*O`` matrix summed over all frames)
-  and ``dFt = Dwin @ Wstack`` -- the input gradient, frame by frame.
+  ``Dwin[b, n, (j, o)] = dY[b, o, n - j]`` (zero outside; one copy);
+* then ``dW = sum_b Ft[b]^T @ Dwin[b]`` (a ``C*s x m*O`` matrix summed over all frames)
+  and ``dFt = Dwin @ Wstack`` -- the input gradient, frame by frame, time-major again.
 
 Both products have a long inner (or outer) dimension and 32-256 wide
 matrices, which the BLAS runs far closer to peak than the generic kernels.
 The work runs on the whole batch at once (chunks only beyond 1 GB of
 buffers): fewer, larger operations measured faster here than cache-sized
-chunks. :func:`tune_allocator` keeps the freed buffers for the next step. The forward pass keeps oneDNN's convolution, which is
-already efficient, or uses the same frame trick where that measures faster.
+chunks. :func:`tune_allocator` keeps the freed buffers for the next step.
 
 In training the input needs no gradient, so conv1's input gradient (480 x 40,000 numbers a
 step) would only be reduced to the input batch norm's two parameter gradients; both follow from
 conv1's weight gradient instead, and the batch norm itself folds into conv1's filters
 (:class:`AffineInputConv1d`). Each ReLU and the batch norm after it run as one compiled pass
-(:func:`relu_norm`).
+that also writes the next layer's layout and dtype (:func:`relu_norm`).
 
-With ``precision="bf16"`` (:class:`Bf16StyleNet`) conv2's and conv3's products take bfloat16
-operands, converted in the copies the frames and windows make anyway, with float32 sums, outputs,
-gradients and weights: CPUs with bf16 units (AVX-512 BF16, AMX) run them two to five times faster.
+With ``precision="bf16"`` (:class:`Bf16StyleNet`) the activations between conv1 and the fc layer
+are bfloat16, and the products of conv2, conv3 and the fc layer take bfloat16 operands with
+float32 sums; conv1, the batch norms' arithmetic, weights and weight gradients stay float32. CPUs
+with bf16 units (AVX-512 BF16, AMX) run those products two to five times faster.
 
 :func:`fast_forward` computes ``model(x)`` with these convolutions and the
 model's own parameters (``state_dict`` unchanged, checkpoints compatible).
@@ -67,12 +70,6 @@ from torch import nn
 CHUNK = int(os.environ.get("THESIS_LIB_FAST_CHUNK", "0"))
 
 
-def frames(x: torch.Tensor, s: int, n: int) -> torch.Tensor:
-    """``(B, C, L)`` -> time-major frames ``(B, n, C*s)``: ``[b, i, (c, r)] = x[b, c, i*s + r]``."""
-    b, c, _ = x.shape
-    return x[:, :, : n * s].reshape(b, c, n, s).permute(0, 2, 1, 3).reshape(b, n, c * s)
-
-
 def windows(dy: torch.Tensor, m: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``(B, O, T)`` -> ``(B, T + m - 1, m*O)``: ``[b, n, (j', o)] = dy[b, o, n - (m-1) + j']`` (0 outside),
     in ``dtype`` (default ``dy``'s: the one copy also converts)."""
@@ -83,12 +80,28 @@ def windows(dy: torch.Tensor, m: int, dtype: torch.dtype | None = None) -> torch
     return pad.as_strided((b, n, m * o), (pad.stride(0), o, 1)).contiguous()
 
 
+def time_major(x: torch.Tensor) -> bool:
+    """Whether ``(B, C, L)`` activations lie time-major in memory (``(B, L, C)``, each time step's
+    channels together): the layout the CPU path keeps between its convolutions."""
+    return x.shape[1] > 1 and x.transpose(1, 2).is_contiguous()
+
+
+def conv1d_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """``F.conv1d`` for time-major ``x``, by oneDNN's channels-last 2-D convolution; the output is
+    time-major too. Measured here for conv2 and conv3: 2.3x faster than the channels-first
+    convolution with bfloat16 operands, 1.1-1.4x with float32 ones."""
+    w = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x.unsqueeze(2), w, bias, (1, stride)).squeeze(2)
+
+
 class StridedConv1d(torch.autograd.Function):
     """``F.conv1d(x, w, bias, stride)`` with a frame/window GEMM backward (``k % stride == 0``).
 
     ``compute`` (``None``: the input's own dtype) is the dtype of the matrix products' operands:
     ``torch.bfloat16`` runs them on a CPU's bf16 units (``precision="bf16"``, see
-    :class:`Bf16StyleNet`); gradients and outputs stay float32.
+    :class:`Bf16StyleNet`); the output and the input gradient keep the input's dtype. Time-major
+    input (:func:`time_major`) is the fast case: its frames are views, and the output and the input
+    gradient come out time-major as well.
     """
 
     @staticmethod
@@ -97,7 +110,11 @@ class StridedConv1d(torch.autograd.Function):
         op = compute or x.dtype                         # .to() of a tensor already in op is itself
         x = x.to(op)                                    # saved so: the backward's frames convert nothing
         ctx.save_for_backward(x, weight)
-        y = F.conv1d(x, weight.to(op), None if bias is None else bias.to(op), stride)
+        bias = None if bias is None else bias.to(op)
+        if time_major(x):
+            y = conv1d_time_major(x, weight.to(op), bias, stride)
+        else:
+            y = F.conv1d(x, weight.to(op), bias, stride)
         return y.to(ctx.x_dtype)
 
     @staticmethod
@@ -110,36 +127,33 @@ class StridedConv1d(torch.autograd.Function):
         t = dy.shape[2]
         n = t + m - 1                                   # frames touched by the output
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dy = dy.contiguous()
         if c == 1:
+            dy = dy.contiguous()
             dx, dw = _single_channel_backward(x, w, dy, s, need_x, need_w)
             return dx, dw, (dy.sum((0, 2)) if need_b else None), None, None
         op = x.dtype                                    # the operands' dtype (bf16 with compute)
-        # Wstack[(j', o), (c, r)] = w[o, c, (m-1-j')*s + r]
-        wstack = w.reshape(o, c, m, s).flip(2).permute(2, 0, 1, 3).reshape(m * o, c * s).to(op)
-        dw_acc = torch.zeros(c * s, m * o, dtype=dy.dtype, device=dy.device) if need_w else None
+        # Wstack[(j', o), (r, c)] = w[o, c, (m-1-j')*s + r]
+        wstack = w.reshape(o, c, m, s).flip(2).permute(2, 0, 3, 1).reshape(m * o, s * c).to(op)
+        dw_acc = torch.zeros(s * c, m * o, dtype=w.dtype, device=w.device) if need_w else None
         dx = None
-        if need_x:
-            dx = torch.empty(x.shape, dtype=ctx.x_dtype, device=x.device)
-            dx[:, :, n * s:].zero_()                    # samples no output looked at
-        step = _chunk(n * (m * o + 2 * c * s) * dy.element_size())
+        if need_x:                                      # time-major, like the input of the fast path
+            dx = torch.empty(b, length, c, dtype=ctx.x_dtype, device=x.device)
+            dx[:, n * s:].zero_()                       # samples no output looked at
+        step = _chunk(n * (m * o + 2 * c * s) * x.element_size())
         for lo in range(0, b, step):
             hi = min(b, lo + step)
             win = windows(dy[lo:hi], m, op)             # (cb, n, m*o)
-            if need_w:
-                ft = frames(x[lo:hi], s, n)             # (cb, n, c*s)
-                if op == dw_acc.dtype:
-                    dw_acc.addmm_(ft.reshape(-1, c * s).t(), win.reshape(-1, m * o))
-                else:
-                    dw_acc += (ft.reshape(-1, c * s).t() @ win.reshape(-1, m * o)).to(dw_acc.dtype)
+            if need_w:                                  # frames: a view of time-major input
+                ft = x[lo:hi].transpose(1, 2).contiguous()[:, : n * s].reshape(hi - lo, n, s * c)
+                dw_acc += torch.bmm(ft.transpose(1, 2), win).sum(0, dtype=dw_acc.dtype)
             if need_x:
-                dft = (win.reshape(-1, m * o) @ wstack).reshape(hi - lo, n, c, s)
-                dx[lo:hi, :, : n * s].view(hi - lo, c, n, s).copy_(dft.permute(0, 2, 1, 3))
+                dft = win.reshape(-1, m * o) @ wstack   # (cb*n, s*c): time-major samples
+                dx[lo:hi, : n * s].copy_(dft.view(hi - lo, n * s, c))
         dw = None
-        if need_w:   # dw_acc[(c, r), (j', o)] -> w[o, c, (m-1-j')*s + r]
-            dw = dw_acc.reshape(c, s, m, o).flip(2).permute(3, 0, 2, 1).reshape(o, c, k)
-        db = dy.sum((0, 2)) if need_b else None
-        return dx, dw, db, None, None
+        if need_w:   # dw_acc[(r, c), (j', o)] -> w[o, c, (m-1-j')*s + r]
+            dw = dw_acc.reshape(s, c, m, o).flip(2).permute(3, 1, 2, 0).reshape(o, c, k)
+        db = dy.sum((0, 2), dtype=w.dtype) if need_b else None
+        return (None if dx is None else dx.transpose(1, 2)), dw, db, None, None
 
 
 #: Working-buffer budget of one chunk when ``CHUNK`` is 0.
@@ -320,36 +334,50 @@ def channel_statistics(x: torch.Tensor, channel_dim: int = 1) -> tuple[torch.Ten
 
 
 @fused
-def relu_norm_statistics(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                         eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def relu_norm_statistics(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                         dtype: torch.dtype, time_major: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``batch_norm(relu(h))`` with the batch's statistics over all but dim 1: ``(y, mean, var)``,
-    ``var`` biased (what normalises), for the running averages."""
+    ``var`` biased (what normalises), for the running averages. ``y`` in ``dtype``, time-major in
+    memory when ``time_major`` (written so by the same loop)."""
     h = torch.relu(h)
     var, mean = torch.var_mean(h, dim=[d for d in range(h.dim()) if d != 1], correction=0)
     shape = [1, -1] + [1] * (h.dim() - 2)
     scale = (weight * torch.rsqrt(var + eps)).view(shape)
-    return (h - mean.view(shape)) * scale + bias.view(shape), mean, var
+    y = ((h - mean.view(shape)) * scale + bias.view(shape)).to(dtype)
+    return (y.transpose(1, 2).contiguous().transpose(1, 2) if time_major else y), mean, var
 
 
-def relu_norm(h: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+def relu_norm(h: torch.Tensor, bn: nn.BatchNorm1d, dtype: torch.dtype | None = None,
+              time_major: bool = False) -> torch.Tensor:
     """``bn(relu(h))``: in training mode on a CPU one fused pass (:func:`relu_norm_statistics`,
-    compiled), with the running averages updated as :class:`torch.nn.BatchNorm1d` does."""
+    compiled), with the running averages updated as :class:`torch.nn.BatchNorm1d` does; the result
+    in ``dtype`` (default: the parameters') and, if ``time_major``, time-major in memory -- what the
+    next convolution reads fastest."""
+    dtype = dtype or (h.dtype if bn.weight is None else bn.weight.dtype)
     if not bn.training or h.device.type != "cpu" or bn.weight is None:
-        return bn(torch.relu(h))
-    y, mean, var = relu_norm_statistics(h, bn.weight, bn.bias, bn.eps)
+        return bn(torch.relu(h).to(bn.running_mean.dtype)).to(dtype)
+    y, mean, var = relu_norm_statistics(h, bn.weight, bn.bias, bn.eps, dtype, time_major)
     update_running_statistics(bn, mean, var, h.numel() // h.shape[1])
     return y
 
 
 def fast_forward(model, x: torch.Tensor, compute: torch.dtype | None = None) -> torch.Tensor:
     """``model(x)`` computed with the fast convolutions; same parameters, same result.
-    ``compute``: the dtype of conv2's and later convolutions' products (:func:`conv1d`)."""
+
+    Between convolutions the activations lie time-major, in ``compute`` (default: float32), which
+    is the dtype of conv2's and later convolutions' products (:func:`conv1d`); the last batch norm
+    hands the fc layer float32 in the model's own layout."""
     convs, norms = model.conv_layers(), model.norm_layers()
     h = input_stem(x.unsqueeze(1) if x.dim() == 2 else x, norms[0], convs[0])
-    h = relu_norm(h, norms[1])
-    for conv, bn in zip(convs[1:], norms[2:]):
-        h = relu_norm(conv1d(h, conv, compute), bn)
-    return model.out(model.fc(h.flatten(1)))
+    for conv, bn in zip(convs[1:], norms[1:]):
+        h = conv1d(relu_norm(h, bn, compute, time_major=frame_shaped(conv)), conv, compute)
+    h = relu_norm(h, norms[-1]).flatten(1)
+    if compute is not None and compute != h.dtype:     # bf16: the fc layer's products as well
+        with torch.autocast(h.device.type, dtype=compute):
+            h = model.fc(h)
+    else:
+        h = model.fc(h)
+    return model.out(h.to(model.out.weight.dtype))
 
 
 class FastStyleNet(nn.Module):
@@ -370,13 +398,14 @@ class FastStyleNet(nn.Module):
 
 
 def bf16_forward(model, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` with bfloat16 operands in conv2's and conv3's products (:func:`conv1d`),
-    the rest float32: batch norms, the fc layer, every gradient and weight."""
+    """``model(x)`` with bfloat16 operands in the products of conv2, conv3 and the fc layer, and
+    bfloat16 activations between them; conv1, the batch norms' arithmetic, the output layer and
+    every weight and weight gradient float32."""
     return fast_forward(model, x, torch.bfloat16)
 
 
 class Bf16StyleNet(FastStyleNet):
-    """:class:`FastStyleNet` with conv2's and conv3's matrix products in bfloat16 (CPU ``precision="bf16"``)."""
+    """:class:`FastStyleNet` with bfloat16 matrix products (CPU ``precision="bf16"``, :func:`bf16_forward`)."""
 
     forward_fn = staticmethod(bf16_forward)
 
