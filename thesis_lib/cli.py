@@ -65,7 +65,8 @@ def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
     p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
                    help="arithmetic of the fast path: fp32 (default), tf32 (TF32 matrix products on "
                         "CUDA GPUs; float32 elsewhere) or bf16 (CUDA: bfloat16 autocast; CPU: bfloat16 "
-                        "operands in conv2's and conv3's matrix products, for CPUs with bf16 units)")
+                        "activations and products from conv2 to the fc layer, float32 weights and "
+                        "statistics, for CPUs with bf16 units)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
