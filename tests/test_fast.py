@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from thesis_lib import fast
 from thesis_lib.config import THESIS
@@ -216,12 +217,18 @@ def test_block_conv1d_matches_conv1d(length, stride, channels, n):
         torch.testing.assert_close(a, r)
 
 
+@pytest.mark.parametrize("layout", ["channels-first", "time-major"])
 @pytest.mark.parametrize("length,stride,channels,chunk", [(8, 2, 1, 3), (32, 4, 8, 2), (128, 4, 8, 16), (12, 3, 2, 1)])
-def test_strided_conv_backward_matches_conv1d(length, stride, channels, chunk, monkeypatch):
-    """Frame/window GEMMs give conv1d's gradients for any k = m*s and any chunking of the batch."""
+def test_strided_conv_backward_matches_conv1d(length, stride, channels, chunk, layout, monkeypatch):
+    """Frame/window GEMMs give conv1d's gradients for any k = m*s, any chunking of the batch and
+    either memory layout of the input (time-major: channels-last forward kernels, frames as views)."""
     monkeypatch.setattr(fast, "CHUNK", chunk)
     torch.manual_seed(1)
-    x = torch.randn(5, channels, 1003, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, channels, 1003, dtype=torch.float64)
+    if layout == "time-major":
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        assert fast.time_major(x) == (channels > 1)
+    x.requires_grad_(True)
     w = torch.randn(4, channels, length, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     y_ref = F.conv1d(x, w, b, stride)
@@ -237,6 +244,56 @@ def test_strided_conv_backward_matches_conv1d(length, stride, channels, chunk, m
     ws = torch.randn(2, min(channels, 2), 2 * stride, dtype=torch.float64, requires_grad=True)
     bs = torch.randn(2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, c, d: fast.StridedConv1d.apply(a, c, d, stride), (xs, ws, bs))
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_relu_norm_is_relu_then_batchnorm1d(time_major, dtype):
+    """The fused ReLU + batch norm: BatchNorm1d's output (in the dtype asked for, time-major in memory
+    when asked), its gradients and its running statistics, in training and in eval mode."""
+    torch.manual_seed(4)
+    ref, ours = nn.BatchNorm1d(6).double(), nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        for bn in (ref, ours):
+            bn.weight.copy_(torch.linspace(0.5, 2, 6))
+            bn.bias.copy_(torch.linspace(-1, 1, 6))
+    h = (torch.randn(4, 6, 50, dtype=torch.float64) * 3 + 1).requires_grad_(True)
+    y_ref = ref(torch.relu(h))
+    y = fast.relu_norm(h, ours, dtype, time_major=time_major)
+    assert y.dtype == dtype and y.shape == h.shape
+    assert y.transpose(1, 2).is_contiguous() == time_major
+    tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y.double(), y_ref.detach(), **tol)
+    g = torch.randn_like(y_ref)
+    for a, r in zip(torch.autograd.grad(y.double(), (h, ours.weight, ours.bias), g),
+                    torch.autograd.grad(y_ref, (h, ref.weight, ref.bias), g)):
+        torch.testing.assert_close(a, r, **tol)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), msg=name)
+    ours.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast.relu_norm(h, ours).double(), ref(torch.relu(h)))
+
+
+def test_fused_falls_back_to_the_plain_function_with_a_warning(monkeypatch):
+    """A compiler that fails (no C++ toolchain) costs speed, not the run: one warning, then the
+    plain function for good; ``THESIS_LIB_NO_COMPILE`` never compiles."""
+    def double(x):
+        return 2 * x
+
+    f = fast.fused(double)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("no compiler")
+
+    f.compiled = broken
+    with pytest.warns(UserWarning, match="torch.compile failed.*double runs uncompiled"):
+        assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0))
+    assert torch.equal(f(torch.ones(2)), torch.full((2,), 2.0)) and len(calls) == 1
+    monkeypatch.setenv("THESIS_LIB_NO_COMPILE", "1")
+    assert fast.fused(double).compiled is None
 
 
 def test_fast_wrapper_shares_parameters_and_state_dict():
