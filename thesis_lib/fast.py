@@ -84,7 +84,7 @@ def windows(dy: torch.Tensor, m: int, dtype: torch.dtype | None = None) -> torch
 
 def time_major(x: torch.Tensor) -> bool:
     """Whether ``(B, C, L)`` activations lie time-major in memory (``(B, L, C)``, each time step's
-    channels together): the layout the CPU path keeps between its convolutions."""
+    channels together): the layout in which the CPU path hands conv2 and conv3 their input."""
     return x.shape[1] > 1 and x.transpose(1, 2).is_contiguous()
 
 
