@@ -292,6 +292,12 @@ def test_fused_falls_back_to_the_plain_function_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed.*double runs uncompiled"):
         assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0))
     assert torch.equal(f(torch.ones(2)), torch.full((2,), 2.0)) and len(calls) == 1
+    # an input that the plain function refuses too is the caller's error: raised, compiler kept
+    g = fast.fused(double)
+    g.compiled = broken
+    with pytest.raises(TypeError):
+        g("not a tensor", "extra")
+    assert g.compiled is broken
     monkeypatch.setenv("THESIS_LIB_NO_COMPILE", "1")
     assert fast.fused(double).compiled is None
 

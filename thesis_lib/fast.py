@@ -316,7 +316,9 @@ class fused:
     and clip length) where compiling works on this machine, else ``fn`` itself.
 
     Any failure of the compiler (no C++ toolchain, an unsupported platform) warns once and keeps
-    the plain function, which computes the same thing; ``THESIS_LIB_NO_COMPILE=1`` keeps it plain.
+    the plain function, which computes the same thing; an error that the plain function raises as
+    well belongs to the input and is raised, the compiled function kept. ``THESIS_LIB_NO_COMPILE=1``
+    keeps it plain.
     Compiling takes a few seconds on a process's first call (torch caches the kernels on disk).
     """
 
@@ -326,14 +328,16 @@ class fused:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as err:                        # noqa: BLE001 - any failure: plain
-                self.compiled = None
-                warnings.warn(f"torch.compile failed here ({type(err).__name__}: {str(err)[:200]}); "
-                              f"{self.fn.__name__} runs uncompiled (same results, slower)")
-        return self.fn(*args)
+        if self.compiled is None:
+            return self.fn(*args)
+        try:
+            return self.compiled(*args)
+        except Exception as err:                            # noqa: BLE001 - the compiler's, or the input's?
+            out = self.fn(*args)                            # a bad input fails here too, with its own error
+            self.compiled = None
+            warnings.warn(f"torch.compile failed here ({type(err).__name__}: {str(err)[:200]}); "
+                          f"{self.fn.__name__} runs uncompiled (same results, slower)")
+            return out
 
 
 @fused
