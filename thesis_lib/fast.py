@@ -474,8 +474,8 @@ def training_module(model: nn.Module, impl: str, device: torch.device, precision
     """The module a training step calls: the fast wrapper or the model itself.
 
     Choosing the fast path on a CPU also applies :func:`tune_allocator`; there ``precision="bf16"``
-    runs conv2's and conv3's products in bfloat16 (:class:`Bf16StyleNet`), and ``"tf32"`` (a GPU
-    format) is float32.
+    runs the activations and products from conv2 to the fc layer in bfloat16 (:class:`Bf16StyleNet`),
+    and ``"tf32"`` (a GPU format) is float32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
