@@ -219,22 +219,14 @@ def conv1d(x: torch.Tensor, conv: nn.Conv1d, compute: torch.dtype | None = None)
     return StridedConv1d.apply(x, conv.weight, conv.bias, conv.stride[0], compute)
 
 
-def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None, time_major: bool = False,
-                 stem=None) -> torch.Tensor:
+def forward_with(model: nn.Module, x: torch.Tensor, conv, norm=None, time_major: bool = False) -> torch.Tensor:
     """``model(x)`` for a StyleNet, each convolution computed as ``conv(h, module)`` and, when
     ``norm`` is given, each batch norm as ``norm(h, module)``; the model's own parameters.
-    ``time_major``: the activations ``h`` are ``(B, T, C)`` instead of ``(B, C, T)``.
-    ``stem(h, input_norm, conv1)``, when given, computes the first two stages together."""
+    ``time_major``: the activations ``h`` are ``(B, T, C)`` instead of ``(B, C, T)``."""
     h = x.unsqueeze(1) if x.dim() == 2 else x
     if time_major:
         h = h.reshape(h.shape[0], -1, 1)                     # (B, 1, L) is (B, L, 1) in memory
-    modules = list(model.body.children())
-    if stem is not None:
-        h = stem(h, modules[0], modules[1][0])
-        for rest in list(modules[1])[1:]:
-            h = rest(h)
-        modules = modules[2:]
-    for module in modules:
+    for module in model.body.children():
         if isinstance(module, nn.Sequential) and isinstance(module[0], nn.Conv1d):
             h = conv(h, module[0])
             for rest in list(module)[1:]:
