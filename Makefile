@@ -23,9 +23,25 @@ system-deps:
 	  else echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; fi; \
 	fi
 
+# The packages go in with uv when it can be had (a fresh set-up in ~15 s instead of pip's 1-3 min),
+# else with pip; INSTALLER=pip forces pip. uv does not read pip's configuration, so the
+# find-links, index and constraint files pip is configured with (files or PIP_* variables) are
+# handed to it; any failure of uv falls back to pip, which installs the same pinned versions.
+INSTALLER ?= uv
+pip_config = $(PY) -m pip config list 2>/dev/null | sed -n "s/^[^=]*[.]$(1)='\(.*\)'$$/\1/p" | tr '\n' ' '
+
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	@if [ "$(INSTALLER)" = uv ] && $(PY) -m pip install -q uv 2>/dev/null; then \
+	  links="$$($(call pip_config,find-links))"; extra="$$($(call pip_config,extra-index-url))"; \
+	  index="$$($(call pip_config,index-url) | cut -d' ' -f1)"; cons=""; \
+	  for c in $$($(call pip_config,constraint)); do [ -f "$$c" ] && cons="$$cons -c $$c"; done; \
+	  echo "installing with uv (INSTALLER=pip for pip)"; \
+	  UV_FIND_LINKS="$$(echo $$links | tr ' ' ',')" UV_EXTRA_INDEX_URL="$$extra" \
+	  UV_INDEX_STRATEGY=unsafe-best-match $${index:+UV_INDEX_URL="$$index"} \
+	  $(VENV)/bin/uv pip install -q --python $(PY) -r requirements-dev.txt -c constraints.txt $$cons \
+	  || { echo "uv failed: installing with pip"; $(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt; }; \
+	else $(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt; fi
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

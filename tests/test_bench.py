@@ -34,6 +34,10 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
         assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
         assert r["gflops"] > 0 and 0 < r["fraction_of_peak"] and r["peak_rss_mb"] > 50
     assert b["training"]["speedup"] > 0 and b["training"]["thesis_titan_x_seconds_per_epoch"] == 11.39
+    from thesis_lib.fast import resolve_precision
+
+    assert b["training"]["default"] == "fast"                     # what train runs here, and how
+    assert b["training"]["default_precision"] == resolve_precision("auto", "fast", "cpu")
     assert set(b["inference"]["clips_per_second"]) == set(b["inference"]["clips_per_second_plain"]) == {"1", "2"}
     assert b["inference"]["music_seconds_per_second"] > 0
     p = b["preparation"]

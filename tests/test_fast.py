@@ -166,15 +166,31 @@ def test_bf16_cpu_path_stays_within_bfloat16_rounding_of_the_truth():
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
-def test_training_module_picks_the_cpu_path_by_precision():
+def test_training_module_picks_the_cpu_path_by_precision(monkeypatch):
     model = StyleNet(2)
     cpu = torch.device("cpu")
-    assert type(fast.training_module(model, "fast", cpu)) is fast.FastStyleNet
+    assert type(fast.training_module(model, "fast", cpu, "fp32")) is fast.FastStyleNet
+    for units, path in (([], fast.FastStyleNet), (["avx512_bf16"], fast.Bf16StyleNet)):   # "auto"
+        monkeypatch.setattr(fast, "cpu_bf16_units", lambda units=units: units)
+        assert type(fast.training_module(model, "fast", cpu)) is path
     assert type(fast.training_module(model, "fast", cpu, "tf32")) is fast.FastStyleNet   # a GPU format
     assert type(fast.training_module(model, "fast", cpu, "bf16")) is fast.Bf16StyleNet
     assert fast.training_module(model, "reference", cpu, "bf16") is model
     with pytest.raises(ValueError, match="precision must be one of"):
         fast.training_module(model, "fast", cpu, "fp16")
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(fast, "cpu_bf16_units", lambda: ["amx_bf16"])
+    assert fast.resolve_precision("auto", "auto", cpu) == "bf16"
+    assert fast.resolve_precision("auto", "reference", cpu) == "fp32"     # the plain module is float32
+    assert fast.resolve_precision("auto", "fast", "meta") == "fp32"       # neither CPU nor CUDA
+    monkeypatch.setattr(fast, "cpu_bf16_units", lambda: [])
+    assert fast.resolve_precision("auto", "fast", cpu) == "fp32"          # emulated bf16 is slower
+    assert [fast.resolve_precision(p, "fast", cpu) for p in fast.PRECISIONS] == list(fast.PRECISIONS)
+    with pytest.raises(ValueError, match="precision must be one of .*'auto'.*not 'fp16'"):
+        fast.resolve_precision("fp16", "fast", cpu)
 
 
 def test_cpu_bf16_units_are_read_from_the_cpu_flags(tmp_path):
@@ -469,7 +485,7 @@ def test_resolve_impl():
 def test_training_fast_and_reference_agree(toy_prepared):
     """Same seed, same data: both implementations follow the same loss curve to rounding."""
     sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
-    common = dict(epochs=3, learning_rate=0.001, batch_size=4, device="cpu", seed=3)
+    common = dict(epochs=3, learning_rate=0.001, batch_size=4, device="cpu", seed=3, precision="fp32")
     a = train(toy_prepared, sp, TrainSettings(impl="reference", **common), progress=False)
     b = train(toy_prepared, sp, TrainSettings(impl="fast", **common), progress=False)
     assert b.metrics["impl"] == "fast" and a.metrics["impl"] == "reference"

@@ -50,6 +50,18 @@ def test_checkpoint_and_metrics_record_the_settings_used(toy_prepared, tmp_path)
     assert THESIS.learning_rate == 0.01 and THESIS.batch_size == 480      # the thesis's numbers stay
 
 
+@pytest.mark.parametrize("units, used", [([], "fp32"), (["avx512_bf16"], "bf16")])
+def test_runs_record_the_precision_auto_chose(toy_prepared, tmp_path, monkeypatch, units, used):
+    import thesis_lib.fast as fast
+
+    monkeypatch.setattr(fast, "cpu_bf16_units", lambda: units)
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    result = train(toy_prepared, sp, TrainSettings(epochs=1, **SMALL), tmp_path, progress=False)
+    ckpt = read_checkpoint(tmp_path / "model.pt")
+    assert TrainSettings().precision == "auto"
+    assert result.metrics["settings"]["precision"] == ckpt["settings"]["precision"] == used
+
+
 def test_resume_matches_uninterrupted_run(toy_prepared, tmp_path):
     sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
     full = train(toy_prepared, sp, TrainSettings(epochs=3, seed=1, **SMALL), tmp_path / "full", progress=False)

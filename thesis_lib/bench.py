@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .config import THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
-from .fast import resolve_impl
+from .fast import resolve_impl, resolve_precision
 from .runtime import synchronize
 
 
@@ -373,6 +373,8 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
                 f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         ref, fast = result["training"]["reference"], result["training"]["fast"]
         result["training"]["default"] = resolve_impl("auto", dev)   # what train uses here
+        result["training"]["default_precision"] = precision = resolve_precision("auto", "auto", dev)
+        log(f"train's default here: {result['training']['default']} in {precision} (--precision auto)")
         result["training"]["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]
         result["training"]["thesis_titan_x_seconds_per_epoch"] = THESIS_SECONDS_PER_EPOCH
         log(f"fast / reference speed-up {result['training']['speedup']:.2f}x; the thesis's TITAN X: "

@@ -62,11 +62,12 @@ def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:
                    help="training implementation of the thesis net: auto (default; the fast paths on "
                         "CPUs and CUDA GPUs, the plain modules elsewhere), fast or reference. Both "
                         "compute the same function")
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
-                   help="arithmetic of the fast path: fp32 (default), tf32 (TF32 matrix products on "
-                        "CUDA GPUs; float32 elsewhere) or bf16 (CUDA: bfloat16 autocast; CPU: bfloat16 "
-                        "activations and products from conv2 to the fc layer, float32 weights and "
-                        "statistics, for CPUs with bf16 units)")
+    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto",
+                   help="arithmetic of the thesis net's fast path: auto (default: bf16 where the CPU or "
+                        "GPU has bfloat16 units, else fp32; the run records which), fp32, tf32 (TF32 "
+                        "matrix products on CUDA GPUs; float32 elsewhere) or bf16 (CUDA: bfloat16 "
+                        "autocast; CPU: bfloat16 activations and products from conv2 to the fc layer, "
+                        "float32 weights and statistics)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--impl", choices=["auto", "fast", "reference"], default="auto",
                    help="thesis-net convolution implementation (as train)")
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32", help="as train")
+    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto", help="as train")
     p.add_argument("--quiet", action="store_true", help="only one line per fold")
 
     p = sub.add_parser("reproduce", help="the thesis's first experiment on the built-in data",

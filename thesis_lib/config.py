@@ -160,10 +160,12 @@ class TrainSettings:
     #: where they are faster, the plain modules elsewhere; ``fast`` or ``reference`` to force one.
     #: Both compute the same function (tested), so results agree to rounding.
     impl: str = "auto"
-    #: ``fp32`` (default), ``tf32`` (TF32 matrix products) or ``bf16`` (bfloat16 autocast) in the
-    #: CUDA fast path: 0.080, 0.062 and 0.046 s per thesis epoch on an H100 (README "GPU");
-    #: ignored elsewhere.
-    precision: str = "fp32"
+    #: Arithmetic of the thesis net's fast path: ``auto`` (default: ``bf16`` where the CPU or GPU
+    #: has bfloat16 units, else ``fp32``; see :func:`thesis_lib.fast.resolve_precision`), ``fp32``,
+    #: ``tf32`` (TF32 matrix products on CUDA GPUs) or ``bf16``. A thesis epoch takes 0.080, 0.062
+    #: and 0.046 s on an H100 and 10.4 s (fp32) or 6.3 s (bf16) on the project's 2-core CPU, with
+    #: the same test accuracy (README "Speed and scale"). Runs record the one they used.
+    precision: str = "auto"
     #: Which network: ``thesis`` (the thesis's raw-waveform :class:`~thesis_lib.model.StyleNet`, the
     #: one the dreaming chapters need), ``mel`` (:class:`~thesis_lib.mel.MelNet`: log-mel front end,
     #: small CNN, global pooling) or ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`).

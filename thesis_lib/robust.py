@@ -227,10 +227,11 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     ``out``, writes ``model.pt`` and ``metrics.json`` (no per-epoch
     checkpoint: a run takes minutes; ``--resume`` is for the thesis loop).
     """
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from .checkpoint import save_model
     from .data import label_of
+    from .fast import resolve_precision
     from .runtime import select_device
     from .train import TrainResult, _run_facts, evaluate, jsonable
 
@@ -238,6 +239,10 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
         raise ValueError(f"model must be one of {MODELS}, not {settings.model!r}")
     device = select_device(settings.device)
     out = Path(out) if out is not None else None
+    # the arithmetic really used, recorded with the results: the log-mel models compute in float32
+    precision = (resolve_precision(settings.precision, settings.impl, device) if settings.model == "thesis"
+                 else "fp32")
+    settings = replace(settings, precision=precision)
     torch.manual_seed(settings.seed)
     cfg = settings.applied_to(cfg)
     problem = clip_rate_problem(ds, cfg, f"the {settings.model} model")

@@ -13,7 +13,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ from .checkpoint import (CheckpointError, atomic_save, model_state, read_checkpo
 from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
-from .fast import ResidentTrainer, fits_on_device, resolve_impl, training_module
+from .fast import ResidentTrainer, fits_on_device, resolve_impl, resolve_precision, training_module
 from .model import StyleNet
 from .predict import clip_probabilities
 from .runtime import select_device, synchronize
@@ -179,6 +179,8 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     if not info.is_main:                       # only rank 0 writes files and prints
         out, progress, log = None, False, (lambda msg: None)
     out = Path(out) if out is not None else None
+    # the arithmetic really used ("auto": bf16 where the hardware has it), recorded with the results
+    settings = replace(settings, precision=resolve_precision(settings.precision, settings.impl, device))
     torch.manual_seed(settings.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels

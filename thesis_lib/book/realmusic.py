@@ -68,7 +68,8 @@ def compared_settings(small: bool, epochs: int | None = None, seed: int = 0,
     over = {"seed": seed, "device": device}
     if small or epochs:
         over["epochs"] = epochs or runs.SMALL_EPOCHS
-    thesis = TrainSettings.thesis(**over, **({"batch_size": runs.SMALL_BATCH} if small else {}))
+    # float32, the thesis's arithmetic (``auto`` would pick bf16 on CPUs and GPUs that have it)
+    thesis = TrainSettings.thesis(**over, precision="fp32", **({"batch_size": runs.SMALL_BATCH} if small else {}))
     return {"thesis net, thesis settings": thesis,
             "log-mel CNN, train's defaults": TrainSettings.recommended(**over),
             "log-mel baseline": TrainSettings.recommended("baseline", **over)}
@@ -84,6 +85,8 @@ def cache_key(ds: PreparedDataset, settings: TrainSettings, what: dict) -> str:
     s = {k: v for k, v in asdict(settings).items() if k not in NOT_IN_KEY}
     if s.get("sample_rate") is None:   # the thesis's rate, what every key meant before the field existed
         s.pop("sample_rate", None)
+    if s.get("model") != "thesis":      # only the thesis net's fast path has a precision to choose
+        s["precision"] = "fp32"
     blob = json.dumps({"format": CACHE_FORMAT, "data": data_key(ds), "settings": s, **what}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

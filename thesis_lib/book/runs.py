@@ -605,6 +605,7 @@ def finished_runs(small: bool | None = None) -> list[dict]:
             continue
         rows.append({"path": str(done.parent), "split": info.get("split"), "device": m.get("device"),
                      "impl": m.get("impl", "reference"), "epochs": len(m.get("epochs", [])),
+                     "precision": m.get("settings", {}).get("precision", "fp32"),
                      "train_clips": m.get("n_train"),
                      "seconds_per_epoch": m.get("seconds_per_epoch"),
                      "test_accuracy": m.get("test_accuracy")})
