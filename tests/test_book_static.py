@@ -95,3 +95,41 @@ def test_copied_sources_switch_execution_off(tmp_path):
     cfg = yaml.safe_load((tmp_path / "src" / "_config.yml").read_text())
     assert cfg["execute"]["execute_notebooks"] == "off" and cfg["execute"]["raise_on_error"] is True
     assert len(list((tmp_path / "src" / "book").glob("*.ipynb"))) == len(NOTEBOOKS)
+
+
+
+def _notebook(path: Path, code: str, alone: bool = False) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if alone:
+        nb.metadata["thesis_lib"] = {"run_alone": True}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_chapters_run_two_at_a_time_with_a_share_of_the_cores_and_timers_alone(tmp_path):
+    import json
+    import os
+
+    def stamping(name: str) -> str:   # the chapter writes when it ran and the threads it was given
+        return (f"import os, time, json\nt0 = time.time(); time.sleep(1.5)\n"
+                f"open({str(tmp_path / (name + '.json'))!r}, 'w').write("
+                f"json.dumps([t0, time.time(), os.environ.get('OMP_NUM_THREADS')]))")
+
+    nbs = [_notebook(tmp_path / f"{n}.ipynb", stamping(n), alone=n == "timer") for n in ("a", "b", "timer")]
+    seconds = bookbuild.execute_all(nbs, {}, jobs=2, log=lambda m: None)
+    assert list(seconds) == ["a", "b", "timer"] and all(s > 1.5 for s in seconds.values())
+    (a0, a1, a_threads), (b0, b1, b_threads), (t0, _, t_threads) = (
+        json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "b", "timer"))
+    assert a0 < b1 and b0 < a1                     # a and b ran at the same time
+    assert t0 > max(a1, b1)                        # the timing chapter after both, alone
+    assert a_threads == b_threads == str(max(1, (os.cpu_count() or 1) // 2))
+    assert t_threads == os.environ.get("OMP_NUM_THREADS")   # every core: the build's own setting
+
+
+def test_a_failing_chapter_stops_the_build_with_its_name(tmp_path):
+    ok = _notebook(tmp_path / "fine.ipynb", "x = 1")
+    bad = _notebook(tmp_path / "broken.ipynb", "raise ValueError('no such style: polka')")
+    with pytest.raises(RuntimeError, match="(?s)broken.ipynb failed: .*ValueError: no such style: polka"):
+        bookbuild.execute_all([ok, bad], {}, jobs=2, log=lambda m: None)

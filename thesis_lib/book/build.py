@@ -12,6 +12,14 @@ Either way the sources (the chapters, and the library beside them so that a
 chapter's ``{literalinclude} ../thesis_lib/...`` resolves) are copied to
 ``OUT/src`` (the repository's notebooks stay without outputs), each chapter's run time goes to ``OUT/timings.json`` and
 the HTML to ``OUT/html``. A failing cell stops the build with its error.
+
+Chapters run two at a time on a machine with at least two cores (``--jobs``), each
+kernel with its share of the cores as torch threads: most of a chapter's time is
+its kernel starting, imports and single-threaded Python, so the book executes in
+about half the time. A chapter that times the machine says so in its metadata
+(``"thesis_lib": {"run_alone": true}``, chapter 8) and runs afterwards, alone,
+with every core. Chapters share what they compute through the file-locked cache
+(:mod:`thesis_lib.book.runs`), so two that need the same run compute it once.
 """
 
 from __future__ import annotations
@@ -69,6 +77,68 @@ def copy_sources(src: Path, root: Path = ROOT) -> None:
     cfg = yaml.safe_load((root / "_config.yml").read_text())
     cfg.setdefault("execute", {})["execute_notebooks"] = "off"  # executed here by papermill
     (src / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def runs_alone(nb: Path) -> bool:
+    """Whether a chapter asks to run alone (it times the machine): ``metadata.thesis_lib.run_alone``."""
+    meta = json.loads(nb.read_text()).get("metadata", {})
+    return bool(meta.get("thesis_lib", {}).get("run_alone"))
+
+
+def default_jobs() -> int:
+    """Chapters executed at once: two where there are at least two cores, else one."""
+    return min(2, os.cpu_count() or 1)
+
+
+def _worker_threads(threads: int) -> None:
+    # a kernel started from this worker inherits these: torch, OpenMP and MKL use `threads` threads
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _execute_quietly(nb: Path, parameters: dict, timeout: int | None) -> tuple[float, str | None]:
+    """:func:`execute` in a worker process: the seconds, or the error as text (exceptions of
+    papermill do not always survive pickling)."""
+    try:
+        return execute(nb, parameters, timeout, log=lambda msg: None), None
+    except Exception as exc:   # noqa: BLE001 - reported by the parent with the chapter's name
+        return 0.0, f"{type(exc).__name__}: {exc}"
+
+
+def execute_all(nbs: list[Path], parameters: dict, timeout: int | None = None, jobs: int | None = None,
+                log=print) -> dict[str, float]:
+    """Execute ``nbs`` (``jobs`` at a time, then those that run alone); ``{chapter: seconds}`` in ``nbs``' order.
+
+    The first failing chapter stops the build: its error is raised as a :class:`RuntimeError`
+    naming the chapter, and chapters not yet started are cancelled.
+    """
+    jobs = max(1, jobs or default_jobs())
+    alone = [nb for nb in nbs if runs_alone(nb)]
+    together = [nb for nb in nbs if nb not in alone]
+    seconds: dict[str, float] = {}
+    if jobs > 1 and len(together) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        log(f"executing {len(together)} chapters {jobs} at a time ({threads} thread(s) each)"
+            + (f", then {', '.join(nb.stem for nb in alone)} alone" if alone else ""))
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_threads, initargs=(threads,)) as pool:
+            futures = {pool.submit(_execute_quietly, nb, parameters, timeout): nb for nb in together}
+            for future in as_completed(futures):
+                nb = futures[future]
+                took, error = future.result()
+                if error:
+                    pool.shutdown(cancel_futures=True)
+                    raise RuntimeError(f"chapter {nb.name} failed: {error}")
+                seconds[nb.stem] = took
+                log(f"  {nb.name}: {took:.1f} s")
+    else:
+        alone = nbs
+    for nb in alone:
+        seconds[nb.stem] = execute(nb, parameters, timeout, log)
+    return {nb.stem: round(seconds[nb.stem], 1) for nb in nbs}
 
 
 def execute(nb: Path, parameters: dict, timeout: int | None = None, log=print) -> float:
@@ -138,19 +208,18 @@ def main_job(log=print) -> None:
 
 
 def build(out: Path, small: bool, only: list[str] | None = None, html: bool = True,
-          parameters: dict | None = None, timeout: int | None = None, log=print) -> dict:
-    """Copy, execute (papermill) and build; returns ``{chapter: seconds}`` (also in timings.json)."""
+          parameters: dict | None = None, timeout: int | None = None, log=print,
+          jobs: int | None = None) -> dict:
+    """Copy, execute (papermill, ``jobs`` chapters at a time) and build; returns ``{chapter: seconds}``
+    (also in timings.json)."""
     out = Path(out).resolve()
     src = out / "src"
     copy_sources(src)
     os.environ[STATIC_ENV] = "1"  # kernels inherit it: precomputed widgets, no live ones
     params = {**(SMALL_PARAMETERS if small else {}), **(parameters or {})}
-    timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    for nb in chapters(src):
-        if only and not any(nb.stem.startswith(o) for o in only):
-            continue
-        timings[nb.stem] = round(execute(nb, params, timeout, log), 1)
+    todo = [nb for nb in chapters(src) if not only or any(nb.stem.startswith(o) for o in only)]
+    timings = execute_all(todo, params, timeout, jobs, log)
     log(f"executed {len(timings)} chapters in {time.perf_counter() - t_all:.0f} s")
     if html:
         t0 = time.perf_counter()
@@ -177,6 +246,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra parameter for every chapter that has it (Python literal)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: none)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="chapters executed at once (default: 2 with at least two cores, else 1); "
+                        "chapters that time the machine always run alone")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +266,7 @@ def run(a: argparse.Namespace) -> int:
         extra[k] = ast.literal_eval(v)
     if not a.small and not a.no_main_job:
         main_job()
-    build(a.out, a.small, a.only, not a.no_html, extra, a.timeout)
+    build(a.out, a.small, a.only, not a.no_html, extra, a.timeout, jobs=a.jobs)
     return 0
 
 
