@@ -315,7 +315,18 @@ def test_fused_falls_back_to_the_plain_function_with_a_warning(monkeypatch):
         g("not a tensor", "extra")
     assert g.compiled is broken
     monkeypatch.setenv("THESIS_LIB_NO_COMPILE", "1")
-    assert fast.fused(double).compiled is None
+    h = fast.fused(double)
+    assert torch.equal(h(torch.ones(2)), torch.full((2,), 2.0)) and h.compiled is None
+
+
+def test_fused_compiles_on_the_first_call_not_at_import(monkeypatch):
+    """Importing torch's compiler takes seconds: a process that never trains must not pay them."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    f = fast.fused(lambda x: 2 * x)
+    assert calls == []
+    assert torch.equal(f(torch.ones(2)), torch.full((2,), 2.0)) and f(torch.ones(1)).item() == 2.0
+    assert calls == [{"dynamic": True}]                       # once, on the first call
 
 
 def test_fast_wrapper_shares_parameters_and_state_dict():

@@ -313,15 +313,21 @@ class fused:
     the plain function, which computes the same thing; an error that the plain function raises as
     well belongs to the input and is raised, the compiled function kept. ``THESIS_LIB_NO_COMPILE=1``
     keeps it plain.
-    Compiling takes a few seconds on a process's first call (torch caches the kernels on disk).
+    Compiling takes a few seconds on a process's first call (torch caches the kernels on disk), and
+    is set up only then: ``torch.compile`` imports the compiler, 3 s of every process that imports
+    this module (each chapter of the book) whether it trains or not.
     """
+
+    UNSET = object()
 
     def __init__(self, fn):
         self.fn = fn
-        self.compiled = None if os.environ.get("THESIS_LIB_NO_COMPILE") else torch.compile(fn, dynamic=True)
+        self.compiled = fused.UNSET
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
+        if self.compiled is fused.UNSET:
+            self.compiled = None if os.environ.get("THESIS_LIB_NO_COMPILE") else torch.compile(self.fn, dynamic=True)
         if self.compiled is None:
             return self.fn(*args)
         try:
