@@ -239,9 +239,10 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
         raise ValueError(f"model must be one of {MODELS}, not {settings.model!r}")
     device = select_device(settings.device)
     out = Path(out) if out is not None else None
-    # the arithmetic really used, recorded with the results: the log-mel models compute in float32
-    precision = (resolve_precision(settings.precision, settings.impl, device) if settings.model == "thesis"
-                 else "fp32")
+    # the arithmetic really used, recorded with the results: the log-mel models compute in float32,
+    # and so does the thesis net on CUDA here (bf16 and tf32 belong to train's resident GPU trainer)
+    precision = (resolve_precision(settings.precision, settings.impl, device)
+                 if settings.model == "thesis" and device.type != "cuda" else "fp32")
     settings = replace(settings, precision=precision)
     torch.manual_seed(settings.seed)
     cfg = settings.applied_to(cfg)

@@ -180,7 +180,8 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         out, progress, log = None, False, (lambda msg: None)
     out = Path(out) if out is not None else None
     # the arithmetic really used ("auto": bf16 where the hardware has it), recorded with the results
-    settings = replace(settings, precision=resolve_precision(settings.precision, settings.impl, device))
+    asked = settings.precision
+    settings = replace(settings, precision=resolve_precision(asked, settings.impl, device))
     torch.manual_seed(settings.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
@@ -195,6 +196,11 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     y_test = label_of(ds, split.test, split)
     net = training_module(model, settings.impl, device, settings.precision)
     resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
+    if resident is None and device.type == "cuda" and settings.precision != "fp32":
+        # tf32 and bf16 belong to the resident trainer; the streaming CUDA path computes in float32
+        if asked != "auto":
+            log(f"--precision {asked} applies to clips resident on one GPU; these stream: float32")
+        settings = replace(settings, precision="fp32")
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
