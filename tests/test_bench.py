@@ -20,6 +20,13 @@ def test_flop_count_follows_the_layer_shapes():
     assert 60e9 < training_flops(THESIS, 480) < 75e9     # about 69 GFLOP per thesis step
 
 
+def test_preparation_gives_every_core_two_tracks():
+    from thesis_lib.bench import BenchSizes, preparation_tracks
+
+    assert [preparation_tracks(BenchSizes(), c) for c in (1, 2, 16)] == [4, 4, 32]
+    assert preparation_tracks(BenchSizes(prep_tracks=3), 16) == 3
+
+
 def test_bench_writes_every_key(tmp_path, monkeypatch):
     out = tmp_path / "bench.json"
     lines = []

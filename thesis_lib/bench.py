@@ -62,7 +62,10 @@ class BenchSizes:
     infer_batches: tuple[int, ...] = (THESIS.test_batch_size, THESIS.batch_size)
     infer_clips: int = 960
     matmul_n: int = 2048
-    prep_tracks: int = 4
+    #: generated tracks to prepare; ``None``: two per core, at least 4, so that every worker of the
+    #: pool has work and its start-up is shared by several tracks (4 tracks on 16 cores measured the
+    #: pool's start-up: 40 s of music per second, issue 12)
+    prep_tracks: int | None = None
     prep_seconds: float = 240.0                     #: length of each generated track
     music_seconds: float = 1200.0                   #: decoded music classified for the throughput
     memory_minutes: tuple[float, ...] = (5.0, 40.0, 120.0)   #: stereo 44.1 kHz tracks for peak memory vs length
@@ -270,21 +273,38 @@ def _track_memory_child(path: str) -> dict:
             "rss_before_mb": before}
 
 
-def _compose_tracks(root: Path, n: int, seconds: float, sr: int = 11_025) -> float:
-    """Write ``n`` generated tracks of ``seconds`` (both styles) as FLAC; return total music seconds."""
+def preparation_tracks(sizes: BenchSizes, cores: int | None = None) -> int:
+    """How many tracks the preparation benchmark prepares: ``sizes.prep_tracks``, or two per core (at least 4)."""
+    if sizes.prep_tracks is not None:
+        return sizes.prep_tracks
+    return max(4, 2 * (cores or os.cpu_count() or 1))
+
+
+def _compose_one(args: tuple[Path, int, float, int]) -> float:
     import soundfile as sf
 
     from .synth import STYLES, compose_track
 
-    total = 0.0
-    for i in range(n):
-        style = STYLES[i % len(STYLES)]
-        y = compose_track(style, np.random.default_rng([7, i]), seconds, sr)
-        path = root / style / f"{style}_{i:03d}.flac"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, y, sr, subtype="PCM_16")
-        total += len(y) / sr
-    return total
+    root, i, seconds, sr = args
+    style = STYLES[i % len(STYLES)]
+    y = compose_track(style, np.random.default_rng([7, i]), seconds, sr)
+    path = root / style / f"{style}_{i:03d}.flac"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, sr, subtype="PCM_16")
+    return len(y) / sr
+
+
+def _compose_tracks(root: Path, n: int, seconds: float, sr: int = 11_025, jobs: int = 1) -> float:
+    """Write ``n`` generated tracks of ``seconds`` (both styles) as FLAC, ``jobs`` at a time (not
+    timed); return the total music seconds."""
+    work = [(root, i, seconds, sr) for i in range(n)]
+    if jobs <= 1 or n <= 1:
+        return float(sum(map(_compose_one, work)))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(jobs, n), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return float(sum(pool.map(_compose_one, work)))
 
 
 # ----------------------------------------------------------------------------
@@ -389,13 +409,14 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
             + f"); {inf['music_seconds_per_second']:.0f} s of decoded music classified per second")
 
         data = tmp / "tracks"
-        music = _compose_tracks(data, sizes.prep_tracks, sizes.prep_seconds)
         jobs = os.cpu_count() or 1
+        n_tracks = preparation_tracks(sizes, jobs)
+        music = _compose_tracks(data, n_tracks, sizes.prep_seconds, jobs=jobs)
         prep = run(_prepare_child, str(data), str(tmp / "prepared"), jobs)
-        prep.update(tracks=sizes.prep_tracks, music_seconds=music, jobs=jobs,
+        prep.update(tracks=n_tracks, music_seconds=music, jobs=jobs,
                     music_seconds_per_second=music / prep["wall_seconds"])
         result["preparation"] = prep
-        log(f"preparation: {sizes.prep_tracks} tracks of {sizes.prep_seconds:.0f} s with {jobs} jobs in "
+        log(f"preparation: {n_tracks} tracks of {sizes.prep_seconds:.0f} s with {jobs} jobs in "
             f"{prep['wall_seconds']:.1f} s = {prep['music_seconds_per_second']:.0f} s of music per second; "
             f"peak RSS {prep['peak_rss_mb']:.0f} MB (main), {prep['workers_peak_rss_mb']:.0f} MB (largest worker)")
 
