@@ -181,8 +181,7 @@ def _chunk(bytes_per_clip: int) -> int:
 def _single_channel_backward(x, w, dy, s, need_x, need_w):
     """Backward of a one-channel strided convolution (conv1: 1 -> 8, k 8, s 2).
 
-    With one input channel the im2col matrix is as small as the output, so
-    ``dW = sum_b dY[b] @ X[b]`` is one batched product, and the input
+    The weight gradient is the phase convolution's (:func:`phase_conv_weight_grad`); the input
     gradient is ``W^T @ dY`` followed by ``m`` shifted adds (overlap-add).
     """
     o, _, k = w.shape
@@ -191,8 +190,7 @@ def _single_channel_backward(x, w, dy, s, need_x, need_w):
     m = k // s
     dw = dx = None
     if need_w:
-        cols = x[:, 0].unfold(1, k, s)[:, :t].contiguous()           # (B, T, k)
-        dw = torch.bmm(dy, cols).sum(0).unsqueeze(1)                  # (O, 1, k)
+        dw = phase_conv_weight_grad(x, dy, w.shape, s)
     if need_x:
         g = torch.bmm(w[:, 0].t().expand(b, k, o), dy).view(b, m, s, t)   # (B, k, T) as (B, m, s, T)
         dx = torch.zeros_like(x)
@@ -271,10 +269,7 @@ class AffineInputConv1d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, mean, rstd, gamma, beta, w = ctx.saved_tensors
-        s = ctx.stride
-        n = dy.shape[2] + w.shape[2] // s - 1
-        dy4 = dy.unsqueeze(2).contiguous(memory_format=torch.channels_last)   # a view when time-major
-        gx = phase_weight_grad(torch.nn.grad.conv2d_weight(phase_frames(x, s, n), phase_weight(w, s).shape, dy4), 1)
+        gx = phase_conv_weight_grad(x, dy, w.shape, ctx.stride)
         db = dy.sum((0, 2))
         g = rstd * (gx - mean * db[:, None, None])          # corr(dy, xhat)
         dw = gamma * g + beta * db[:, None, None]
@@ -573,6 +568,17 @@ def phase_weight_grad(grad: torch.Tensor, c: int) -> torch.Tensor:
     """The inverse of :func:`phase_weight`: ``(O, C*s, 1, m)`` -> ``(O, C, m*s)``."""
     o, cs, _, m = grad.shape
     return grad.reshape(o, c, cs // c, m).permute(0, 1, 3, 2).reshape(o, c, m * (cs // c))
+
+
+def phase_conv_weight_grad(x: torch.Tensor, dy: torch.Tensor, shape: torch.Size, stride: int) -> torch.Tensor:
+    """The gradient of ``F.conv1d(x, weight, stride=stride)``'s ``weight`` (of ``shape``, ``k = m*s``)
+    from the output gradient ``dy``, through the phase convolution (:func:`phase_conv`): for conv1,
+    with its one input channel, 30 ms per batch-480 step here against 73-102 ms as a strided one."""
+    o, c, k = shape
+    m = k // stride
+    dy4 = dy.unsqueeze(2).contiguous(memory_format=torch.channels_last)   # a view when time-major
+    frames = phase_frames(x, stride, dy.shape[2] + m - 1)
+    return phase_weight_grad(torch.nn.grad.conv2d_weight(frames, (o, c * stride, 1, m), dy4), c)
 
 
 def batch_statistics(x: torch.Tensor, bn: nn.BatchNorm1d, channel_dim: int = 1,
