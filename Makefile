@@ -28,11 +28,12 @@ system-deps:
 # find-links, index and constraint files pip is configured with (files or PIP_* variables) are
 # handed to it; any failure of uv falls back to pip, which installs the same pinned versions.
 INSTALLER ?= uv
-pip_config = $(PY) -m pip config list 2>/dev/null | sed -n "s/^[^=]*[.]$(1)='\(.*\)'$$/\1/p" | tr '\n' ' '
+pip_config = echo "$$pipcfg" | sed -n "s/^[^=]*[.]$(1)='\(.*\)'$$/\1/p" | tr '\n' ' '
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if [ "$(INSTALLER)" = uv ] && $(PY) -m pip install -q uv 2>/dev/null; then \
+	  pipcfg="$$($(PY) -m pip config list 2>/dev/null)"; \
 	  links="$$($(call pip_config,find-links))"; extra="$$($(call pip_config,extra-index-url))"; \
 	  index="$$($(call pip_config,index-url) | cut -d' ' -f1)"; cons=""; \
 	  for c in $$($(call pip_config,constraint)); do [ -f "$$c" ] && cons="$$cons -c $$c"; done; \
