@@ -59,4 +59,18 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr("thesis_lib.bench.run_bench", lambda out, **kw: seen.update(out=out, **kw))
     assert main(["bench", "--quick", "--out", str(tmp_path / "cli.json"), "--epochs", "5"]) == 0
-    assert seen == {"out": tmp_path / "cli.json", "quick": True, "device": "auto", "epochs": 5}
+    assert seen == {"out": tmp_path / "cli.json", "quick": True, "device": "auto", "epochs": 5,
+                    "parts": ("training", "inference", "preparation", "memory")}
+    assert main(["bench", "--quick", "--out", str(tmp_path / "cli.json"), "--parts", "training, preparation"]) == 0
+    assert seen["parts"] == ("training", "preparation")
+
+
+def test_bench_measures_only_the_parts_asked_for(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    run_bench(out, quick=True, sizes=TINY, log=lambda line: None, isolate=False, parts=("preparation",))
+    b = json.loads(out.read_text())
+    assert b["parts"] == ["preparation"] and b["preparation"]["tracks"] == 2
+    assert not {"training", "inference", "memory_vs_length"} & set(b)
+    assert set(b["peak_rss_mb"]) == {"preparation", "preparation_workers"}
+    assert main(["bench", "--quick", "--out", str(out), "--parts", "training,speed"]) == 1
+    assert "speed" in capsys.readouterr().err

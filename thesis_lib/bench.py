@@ -26,7 +26,8 @@ epoch of 4,800 clips at batch 480):
   shared machine the figures are only as good as the quiet they were taken in.
 
 ``--quick`` shrinks every size so the whole run takes seconds; its numbers
-prove that the benchmark runs, nothing more.
+prove that the benchmark runs, nothing more. ``--parts`` measures only some of
+them (on a lent GPU, say, where the memory-against-length part only times the CPU).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
+from .config import BENCH_PARTS as PARTS, THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
 from .fast import resolve_impl, resolve_precision
 from .runtime import synchronize
 
@@ -333,13 +334,18 @@ def _cpu_name() -> str:
 
 def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str = "auto",
               epochs: int | None = None, sizes: BenchSizes | None = None,
-              log=print, isolate: bool = True) -> dict:
+              log=print, isolate: bool = True, parts: tuple[str, ...] = PARTS) -> dict:
     """Measure everything the module doc lists; print a summary and write ``out`` (JSON).
 
     ``isolate=False`` runs every part in this process (faster to start, for
     tests; peak memory figures are then this process's running maximum).
+    ``parts``: which of :data:`PARTS` to measure (the matmul peak and the FLOP count always).
     """
     from .runtime import select_device
+
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise ValueError(f"bench parts must be some of {', '.join(PARTS)}; got {', '.join(unknown) or 'none'}")
 
     run = _in_child if isolate else (lambda fn, *args: fn(*args))
 
@@ -348,8 +354,8 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
         sizes = BenchSizes(**{**sizes.__dict__, "epochs": epochs})
     dev = select_device(device)
     threads = torch.get_num_threads()
-    result: dict = {"quick": quick, "isolated": isolate, "sizes": {k: (list(v) if isinstance(v, tuple) else v)
-                                              for k, v in sizes.__dict__.items()},
+    result: dict = {"quick": quick, "isolated": isolate, "parts": [p for p in PARTS if p in parts],
+                    "sizes": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sizes.__dict__.items()},
                     "machine": _machine(dev, threads)}
     log(f"bench on {dev} ({result['machine']['processor']}), {threads} threads, torch {torch.__version__}, "
         f"load average {result['machine']['load_average']}")
@@ -368,79 +374,102 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
 
     tmp = Path(tempfile.mkdtemp(prefix="thesis_lib_bench_"))
     try:
-        clips_file = tmp / "clips.f32"
-        rng = np.random.default_rng(0)
-        mm = np.memmap(clips_file, dtype=np.float32, mode="w+", shape=(sizes.clips, THESIS.clip_samples))
-        for lo in range(0, sizes.clips, 256):
-            hi = min(sizes.clips, lo + 256)
-            mm[lo:hi] = 0.3 * rng.standard_normal((hi - lo, THESIS.clip_samples), dtype=np.float32)
-        mm.flush()
-        del mm
-        result["training"] = {}
-        impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast+phase", "fast+phase-bf16")
-                 if dev.type == "cuda" else ("reference", "fast", "fast-bf16"))
-        for impl in impls:
-            r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
-                          sizes.warmup_steps, impl, str(dev), threads)
-            r["gflops"] = step_flops * steps / r["seconds_per_epoch"] / 1e9
-            r["fraction_of_peak"] = r["gflops"] / peak["gflops_best"]
-            r["seconds_for_thesis_run"] = r["seconds_per_epoch"] * THESIS.epochs
-            result["training"][impl] = r
-            label = impl + (f" ({r['convs']})" if r.get("convs") else "")
-            log(f"training {label:24s}: {r['seconds_per_epoch']:7.3f} s/epoch (median of "
-                f"{sizes.epochs}: {', '.join(f'{t:.3f}' for t in r['epoch_seconds'])}), "
-                f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak, "
-                f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
-        ref, fast = result["training"]["reference"], result["training"]["fast"]
-        result["training"]["default"] = resolve_impl("auto", dev)   # what train uses here
-        result["training"]["default_precision"] = precision = resolve_precision("auto", "auto", dev)
-        log(f"train's default here: {result['training']['default']} in {precision} (--precision auto)")
-        result["training"]["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]
-        result["training"]["thesis_titan_x_seconds_per_epoch"] = THESIS_SECONDS_PER_EPOCH
-        log(f"fast / reference speed-up {result['training']['speedup']:.2f}x; the thesis's TITAN X: "
-            f"{THESIS_SECONDS_PER_EPOCH} s/epoch")
-
-        inf = run(_inference_child, sizes.infer_batches, sizes.infer_clips, sizes.music_seconds,
-                        str(dev), threads)
-        result["inference"] = inf
-        log("inference (batch norms folded, as predict runs): "
-            + ", ".join(f"batch {b}: {v:.0f} clips/s" for b, v in inf["clips_per_second"].items())
-            + " (plain model: " + ", ".join(f"{v:.0f}" for v in inf["clips_per_second_plain"].values())
-            + f"); {inf['music_seconds_per_second']:.0f} s of decoded music classified per second")
-
-        data = tmp / "tracks"
-        jobs = os.cpu_count() or 1
-        n_tracks = preparation_tracks(sizes, jobs)
-        music = _compose_tracks(data, n_tracks, sizes.prep_seconds, jobs=jobs)
-        prep = run(_prepare_child, str(data), str(tmp / "prepared"), jobs)
-        prep.update(tracks=n_tracks, music_seconds=music, jobs=jobs,
-                    music_seconds_per_second=music / prep["wall_seconds"])
-        result["preparation"] = prep
-        log(f"preparation: {n_tracks} tracks of {sizes.prep_seconds:.0f} s with {jobs} jobs in "
-            f"{prep['wall_seconds']:.1f} s = {prep['music_seconds_per_second']:.0f} s of music per second; "
-            f"peak RSS {prep['peak_rss_mb']:.0f} MB (main), {prep['workers_peak_rss_mb']:.0f} MB (largest worker)")
-
-        result["memory_vs_length"] = []
-        for minutes in sizes.memory_minutes:
-            long_track = tmp / f"mix_{minutes:g}min.flac"
-            _write_long_track(long_track, minutes)
-            r = run(_track_memory_child, str(long_track))
-            long_track.unlink()
-            r.update(minutes=minutes, music_seconds_per_second=minutes * 60 / r["wall_seconds"])
-            result["memory_vs_length"].append(r)
-            log(f"one {minutes:g}-minute stereo 44.1 kHz track -> {r['clips']} clips: peak RSS "
-                f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB before decoding), "
-                f"{r['music_seconds_per_second']:.0f} s of music per second")
+        if "training" in parts:
+            result["training"] = _bench_training(tmp, sizes, dev, threads, peak["gflops_best"], run, log)
+        if "inference" in parts:
+            inf = run(_inference_child, sizes.infer_batches, sizes.infer_clips, sizes.music_seconds,
+                      str(dev), threads)
+            result["inference"] = inf
+            log("inference (batch norms folded, as predict runs): "
+                + ", ".join(f"batch {b}: {v:.0f} clips/s" for b, v in inf["clips_per_second"].items())
+                + " (plain model: " + ", ".join(f"{v:.0f}" for v in inf["clips_per_second_plain"].values())
+                + f"); {inf['music_seconds_per_second']:.0f} s of decoded music classified per second")
+        if "preparation" in parts:
+            result["preparation"] = _bench_preparation(tmp, sizes, run, log)
+        if "memory" in parts:
+            result["memory_vs_length"] = _bench_memory(tmp, sizes, run, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    result["peak_rss_mb"] = {"training_reference": ref["peak_rss_mb"], "training_fast": fast["peak_rss_mb"],
-                             "preparation": prep["peak_rss_mb"],
-                             "preparation_workers": prep["workers_peak_rss_mb"],
-                             "inference": inf["peak_rss_mb"]}
+    training, prep, inf = (result.get(k, {}) for k in ("training", "preparation", "inference"))
+    peaks = {"training_reference": training.get("reference", {}).get("peak_rss_mb"),
+             "training_fast": training.get("fast", {}).get("peak_rss_mb"),
+             "preparation": prep.get("peak_rss_mb"), "preparation_workers": prep.get("workers_peak_rss_mb"),
+             "inference": inf.get("peak_rss_mb")}
+    result["peak_rss_mb"] = {k: v for k, v in peaks.items() if v is not None}
     result["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     log(f"wrote {out}")
     return result
+
+
+def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: int, peak_gflops: float,
+                    run, log) -> dict:
+    """Seconds per epoch of every training path this device has, each in its own process."""
+    step_flops = training_flops(THESIS, sizes.batch)
+    steps = math.ceil(sizes.clips / sizes.batch)
+    clips_file = tmp / "clips.f32"
+    rng = np.random.default_rng(0)
+    mm = np.memmap(clips_file, dtype=np.float32, mode="w+", shape=(sizes.clips, THESIS.clip_samples))
+    for lo in range(0, sizes.clips, 256):
+        hi = min(sizes.clips, lo + 256)
+        mm[lo:hi] = 0.3 * rng.standard_normal((hi - lo, THESIS.clip_samples), dtype=np.float32)
+    mm.flush()
+    del mm
+    training: dict = {}
+    impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast+phase", "fast+phase-bf16")
+             if dev.type == "cuda" else ("reference", "fast", "fast-bf16"))
+    for impl in impls:
+        r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
+                sizes.warmup_steps, impl, str(dev), threads)
+        r["gflops"] = step_flops * steps / r["seconds_per_epoch"] / 1e9
+        r["fraction_of_peak"] = r["gflops"] / peak_gflops
+        r["seconds_for_thesis_run"] = r["seconds_per_epoch"] * THESIS.epochs
+        training[impl] = r
+        label = impl + (f" ({r['convs']})" if r.get("convs") else "")
+        log(f"training {label:24s}: {r['seconds_per_epoch']:7.3f} s/epoch (median of "
+            f"{sizes.epochs}: {', '.join(f'{t:.3f}' for t in r['epoch_seconds'])}), "
+            f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak, "
+            f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    ref, fast = training["reference"], training["fast"]
+    training["default"] = resolve_impl("auto", dev)   # what train uses here
+    training["default_precision"] = precision = resolve_precision("auto", "auto", dev)
+    log(f"train's default here: {training['default']} in {precision} (--precision auto)")
+    training["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]
+    training["thesis_titan_x_seconds_per_epoch"] = THESIS_SECONDS_PER_EPOCH
+    log(f"fast / reference speed-up {training['speedup']:.2f}x; the thesis's TITAN X: "
+        f"{THESIS_SECONDS_PER_EPOCH} s/epoch")
+    return training
+
+
+def _bench_preparation(tmp: Path, sizes: BenchSizes, run, log) -> dict:
+    """Seconds of generated music prepared per second of wall time, with a job per core."""
+    data = tmp / "tracks"
+    jobs = os.cpu_count() or 1
+    n_tracks = preparation_tracks(sizes, jobs)
+    music = _compose_tracks(data, n_tracks, sizes.prep_seconds, jobs=jobs)
+    prep = run(_prepare_child, str(data), str(tmp / "prepared"), jobs)
+    prep.update(tracks=n_tracks, music_seconds=music, jobs=jobs,
+                music_seconds_per_second=music / prep["wall_seconds"])
+    log(f"preparation: {n_tracks} tracks of {sizes.prep_seconds:.0f} s with {jobs} jobs in "
+        f"{prep['wall_seconds']:.1f} s = {prep['music_seconds_per_second']:.0f} s of music per second; "
+        f"peak RSS {prep['peak_rss_mb']:.0f} MB (main), {prep['workers_peak_rss_mb']:.0f} MB (largest worker)")
+    return prep
+
+
+def _bench_memory(tmp: Path, sizes: BenchSizes, run, log) -> list[dict]:
+    """Peak memory of one long track's decode, for each length: flat if the decode streams."""
+    rows = []
+    for minutes in sizes.memory_minutes:
+        long_track = tmp / f"mix_{minutes:g}min.flac"
+        _write_long_track(long_track, minutes)
+        r = run(_track_memory_child, str(long_track))
+        long_track.unlink()
+        r.update(minutes=minutes, music_seconds_per_second=minutes * 60 / r["wall_seconds"])
+        rows.append(r)
+        log(f"one {minutes:g}-minute stereo 44.1 kHz track -> {r['clips']} clips: peak RSS "
+            f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB before decoding), "
+            f"{r['music_seconds_per_second']:.0f} s of music per second")
+    return rows

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import MODELS, THESIS, TRAIN_DEFAULTS
+from .config import BENCH_PARTS, MODELS, THESIS, TRAIN_DEFAULTS
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test in seconds, not a measurement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs per implementation (default 3)")
+    p.add_argument("--parts", default=",".join(BENCH_PARTS),
+                   help=f"comma-separated parts to measure, some of {','.join(BENCH_PARTS)} (default: all)")
 
     p = sub.add_parser("pretrained", help="the trained nets shipped with the package (--model pretrained:NAME)",
                        description="List the nets shipped with the package, with what they were trained on and "
@@ -419,7 +421,8 @@ def _cmd_pretrained(a) -> int:
 def _cmd_bench(a) -> int:
     from .bench import run_bench
 
-    run_bench(a.out, quick=a.quick, device=a.device, epochs=a.epochs)
+    parts = tuple(p.strip() for p in a.parts.split(",") if p.strip())   # run_bench names a wrong one
+    run_bench(a.out, quick=a.quick, device=a.device, epochs=a.epochs, parts=parts)
     return 0
 
 

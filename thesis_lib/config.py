@@ -233,6 +233,9 @@ TRAIN_DEFAULTS = TrainSettings.recommended()
 MODELS = ("mel", "thesis", "baseline")
 """What ``train --model`` and ``crossval --model`` accept; ``thesis`` is the thesis's network."""
 
+BENCH_PARTS = ("training", "inference", "preparation", "memory")
+"""What one ``bench`` run measures, in its order; ``bench --parts`` picks some (chapter 8)."""
+
 
 # Thesis chapter 5, Table 1: training loss and seconds per epoch on a GTX TITAN X.
 THESIS_TABLE1: tuple[tuple[int, float, float], ...] = (

@@ -738,7 +738,8 @@ class ResidentTrainer:
     losses are summed on the device, so the host waits once per epoch.
 
     ``compile`` and ``graph`` default to on for CUDA and off elsewhere (the tests run this class
-    on CPUs too: same arithmetic, no compiler, no graphs). Capturing needs a few warm-up steps;
+    on CPUs too: same arithmetic, no compiler, no graphs); ``THESIS_LIB_NO_COMPILE=1`` turns the
+    compiler off here too, as for :class:`fused`. Capturing needs a few warm-up steps;
     they run on copies of the weights and optimiser state, which are then restored, so the
     training trajectory is the one the reference path would take. No autograd graph of the
     model may be alive when the first epoch starts (drop any earlier loss): capture fails otherwise.
@@ -759,7 +760,9 @@ class ResidentTrainer:
         self.x = _upload(clips, device).unsqueeze(1)
         self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
         self.eager = CONVS[convs](model)
-        self.net = torch.compile(self.eager) if (cuda if compile is None else compile) else self.eager
+        if compile is None:
+            compile = cuda and not os.environ.get("THESIS_LIB_NO_COMPILE")
+        self.net = torch.compile(self.eager) if compile else self.eager
         self.use_graph = cuda if graph is None else graph
         self.xb = torch.empty((batch_size, *self.x.shape[1:]), device=device)
         self.yb = torch.empty(batch_size, dtype=torch.long, device=device)
