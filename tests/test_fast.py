@@ -484,6 +484,16 @@ def test_upload_copies_a_read_only_memmap_in_chunks_without_warning(tmp_path):
     np.testing.assert_array_equal(got.numpy(), data)
 
 
+def test_compile_pays_only_for_long_runs(monkeypatch):
+    """The thesis run (20 epochs of 4,800 clips) stays eager on a GPU: compiling would cost ten
+    times its training; a run of a million clips and more compiles, unless the user says no."""
+    monkeypatch.delenv("THESIS_LIB_NO_COMPILE", raising=False)
+    assert not fast.compile_pays(20 * 4800)
+    assert fast.compile_pays(fast.COMPILE_PAYS_AFTER_CLIPS) and fast.compile_pays(400 * 4800)
+    monkeypatch.setenv("THESIS_LIB_NO_COMPILE", "1")
+    assert not fast.compile_pays(400 * 4800)
+
+
 def test_resolve_impl():
     assert fast.resolve_impl("auto", torch.device("cuda")) == "fast"
     assert fast.resolve_impl("auto", torch.device("mps")) == "reference"

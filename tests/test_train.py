@@ -24,6 +24,7 @@ def test_training_reduces_loss_and_learns(toy_prepared, tmp_path):
                 "confusion", "epochs", "learning_rate", "batch_size", "per_style_accuracy"):
         assert key in m
     assert m["n_train"] == 12 and m["n_test"] == 4 and m["device"] == "cpu"
+    assert m["resident_step"] is None          # a CPU streams its batches; only one GPU holds the clips
     assert [e["epoch"] for e in m["epochs"]] == list(range(1, 9)) and all(e["seconds"] > 0 for e in m["epochs"])
     assert np.sum(m["confusion"]) == 4
     assert m["test_accuracy"] == 1.0  # hum against whistle is easy

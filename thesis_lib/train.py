@@ -27,7 +27,8 @@ from .checkpoint import (CheckpointError, atomic_save, model_state, read_checkpo
 from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
-from .fast import ResidentTrainer, fits_on_device, resolve_impl, resolve_precision, training_module
+from .fast import (ResidentTrainer, compile_pays, fits_on_device, resolve_impl, resolve_precision,
+                   training_module)
 from .model import StyleNet
 from .predict import clip_probabilities
 from .runtime import select_device, synchronize
@@ -228,7 +229,9 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     if settings.calibrate_batchnorm:
         calibrate_batchnorm(model, ds, split.train, max(settings.batch_size, settings.test_batch_size), device)
     metrics = {**evaluate(model, ds, split.test, y_test, split.styles, settings.test_batch_size, device),
-               **_run_facts(ds, split, settings, device, history)}
+               **_run_facts(ds, split, settings, device, history),
+               # the CUDA step: clips resident on the GPU, compiled or eager (compile_pays); None: streamed
+               "resident_step": None if resident is None else ("compiled" if resident.compiled else "eager")}
     if out is not None:
         save_model(model, split.styles, out / "model.pt", metrics=jsonable(metrics), settings=asdict(settings))
         (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1))
@@ -248,7 +251,7 @@ def resident_trainer(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDa
             or not fits_on_device(len(idx), ds.clips.shape[1], device)):
         return None
     return ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
-                           precision=settings.precision)
+                           precision=settings.precision, compile=compile_pays(settings.epochs * len(idx)))
 
 
 def _training_state(model, opt, split: Split, ds: PreparedDataset, settings: TrainSettings,

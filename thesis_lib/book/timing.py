@@ -17,11 +17,12 @@ H100_SECONDS_PER_EPOCH = {
     "block matrix products instead of phase convolutions (fp32): the fast path": 0.080,
     "the fast path, TF32 matrix products": 0.062,
     "the fast path in bf16": 0.046,
+    "the fast path in bf16, uncompiled: what a 20-epoch run uses (compiling costs 7-30 s)": 0.120,
 }
 """Seconds per thesis epoch (4,800 clips, batch 480) measured on one NVIDIA H100 80 GB, torch 2.11, CUDA 13.
 
 Not measured by the book: copied from the README's "GPU" section (medians of 5 or 6 epochs after
-warm-up, clips resident on the GPU, two sessions' lab scripts), so chapter 8 can show them,
+warm-up, clips resident on the GPU, three sessions' lab scripts and ``bench``), so chapter 8 can show them,
 labelled as measured elsewhere, beside what its own machine measures.
 """
 
