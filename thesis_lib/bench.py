@@ -8,7 +8,9 @@ epoch of 4,800 clips at batch 480):
   implementation (the plain modules) and the ``fast`` one
   (:mod:`thesis_lib.fast`), each the median of several timed epochs after
   warm-up steps, each in its own fresh process so that its peak resident
-  memory is its own; on a CUDA GPU also the fast path in TF32 and bf16 and
+  memory is its own; on a CUDA GPU also the fast path in TF32 and bf16,
+  bf16 with its step uncompiled (``fast-bf16-eager``: what ``train`` runs
+  when compiling would not pay, :func:`~thesis_lib.fast.compile_pays`), and
   with the older phase convolutions (``fast+phase``), so that the choice
   :func:`~thesis_lib.fast.default_convs` makes stays measured;
 * the FLOPs of one training step, counted from the layer shapes
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from .config import BENCH_PARTS as PARTS, THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
-from .fast import resolve_impl, resolve_precision
+from .fast import compile_pays, resolve_impl, resolve_precision
 from .runtime import synchronize
 
 
@@ -172,6 +174,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     label = impl
     impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
+    precision, _, mode = precision.partition("-")   # "fast-bf16-eager": its CUDA step uncompiled
     impl, _, convs = impl.partition("+")            # "fast+phase": the older CUDA convolutions
     net = training_module(model, impl, dev, precision or "fp32")
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
@@ -191,7 +194,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     resident = None
     if dev.type == "cuda" and resolve_impl(impl, dev) == "fast":   # what train runs on one GPU
         resident = ResidentTrainer(model, opt, clips, labels, batch, dev, precision=precision or "fp32",
-                                   convs=convs or "auto")
+                                   convs=convs or "auto", compile=mode != "eager")
         resident.epoch(np.random.default_rng(1))    # compile and capture outside the timing
     epoch_times, losses = [], []
     for e in range(epochs):
@@ -419,7 +422,7 @@ def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: in
     mm.flush()
     del mm
     training: dict = {}
-    impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast+phase", "fast+phase-bf16")
+    impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast-bf16-eager", "fast+phase", "fast+phase-bf16")
              if dev.type == "cuda" else ("reference", "fast", "fast-bf16"))
     for impl in impls:
         r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
@@ -436,6 +439,9 @@ def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: in
     ref, fast = training["reference"], training["fast"]
     training["default"] = resolve_impl("auto", dev)   # what train uses here
     training["default_precision"] = precision = resolve_precision("auto", "auto", dev)
+    if dev.type == "cuda":      # the resident step compiles only for long runs; the thesis's does not
+        training["default_compiled_for_thesis_run"] = compiled = compile_pays(THESIS.epochs * sizes.clips)
+        precision += ", compiled" if compiled else " uncompiled, for the thesis's 20 epochs"
     log(f"train's default here: {training['default']} in {precision} (--precision auto)")
     training["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]
     training["thesis_titan_x_seconds_per_epoch"] = THESIS_SECONDS_PER_EPOCH
