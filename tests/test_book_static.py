@@ -128,6 +128,35 @@ def test_chapters_run_two_at_a_time_with_a_share_of_the_cores_and_timers_alone(t
     assert t_threads == os.environ.get("OMP_NUM_THREADS")   # every core: the build's own setting
 
 
+def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatch):
+    """Two kernels started at once can race for a TCP port (papermill#511): the loser dies before its
+    first reply, no cell run. Its chapter starts again; any other error is the chapter's own."""
+    import papermill
+
+    nb = _notebook(tmp_path / "a.ipynb", "x = 1")
+    calls, lines = [], []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < bookbuild.KERNEL_STARTS:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    bookbuild.execute(nb, {}, log=lines.append)
+    assert len(calls) == bookbuild.KERNEL_STARTS and sum("starting it again" in line for line in lines) == 2
+    for message, tries in (("Kernel died before replying to kernel_info", bookbuild.KERNEL_STARTS),
+                           ("a cell failed", 1)):       # dies every time: raised after the last try
+        def failing(*args, message=message, **kwargs):
+            calls.append(args)
+            raise RuntimeError(message)
+
+        calls.clear()
+        monkeypatch.setattr(papermill, "execute_notebook", failing)
+        with pytest.raises(RuntimeError, match=message):
+            bookbuild.execute(nb, {}, log=lines.append)
+        assert len(calls) == tries
+
+
 def test_a_failing_chapter_stops_the_build_with_its_name(tmp_path):
     ok = _notebook(tmp_path / "fine.ipynb", "x = 1")
     bad = _notebook(tmp_path / "broken.ipynb", "raise ValueError('no such style: polka')")

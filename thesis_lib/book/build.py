@@ -141,6 +141,13 @@ def execute_all(nbs: list[Path], parameters: dict, timeout: int | None = None, j
     return {nb.stem: round(seconds[nb.stem], 1) for nb in nbs}
 
 
+KERNEL_STARTS = 3
+"""Attempts at starting a chapter's kernel. Kernels started at once by separate processes can pick
+the same free TCP port (jupyter_client chooses the ports, releases them, then the kernel binds:
+papermill#511); the loser dies before its first reply, seen once in CI with chapters two at a time.
+No cell has run then, so starting again is safe."""
+
+
 def execute(nb: Path, parameters: dict, timeout: int | None = None, log=print) -> float:
     """Run one notebook in place with papermill; returns the seconds it took."""
     import papermill as pm
@@ -148,8 +155,15 @@ def execute(nb: Path, parameters: dict, timeout: int | None = None, log=print) -
     names = parameter_names(nb)
     params = {k: v for k, v in parameters.items() if k in names}
     t0 = time.perf_counter()
-    pm.execute_notebook(str(nb), str(nb), parameters=params, kernel_name="python3", cwd=str(nb.parent),
-                        progress_bar=False, log_output=False, execution_timeout=timeout)
+    for attempt in range(1, KERNEL_STARTS + 1):
+        try:
+            pm.execute_notebook(str(nb), str(nb), parameters=params, kernel_name="python3", cwd=str(nb.parent),
+                                progress_bar=False, log_output=False, execution_timeout=timeout)
+            break
+        except RuntimeError as exc:
+            if "before replying to kernel_info" not in str(exc) or attempt == KERNEL_STARTS:
+                raise
+            log(f"  {nb.name}: its kernel died while starting ({exc}); starting it again")
     seconds = time.perf_counter() - t0
     hide_parameters(nb)
     log(f"  {nb.name}: {seconds:.1f} s {params or ''}")
