@@ -52,6 +52,11 @@ def test_cached_crossval_runs_once_and_names_the_wrong_tracks(toy_prepared, cach
         {"fold": 2, "track_predictions": [
         {"track": "b/z.wav", "style": "b", "predicted": "a", "probability": 0.8, "clips": 1, "clip_accuracy": 0.0}]}]}
     assert [(r["track"], r["fold"]) for r in realmusic.wrong_tracks(fake)] == [("b/z.wav", 2), ("a/x.wav", 1)]
+    other = {"folds": [{"fold": 1, "track_predictions": [
+        {"track": "a/x.wav", "style": "a", "predicted": "c", "probability": 0.5, "clips": 2, "clip_accuracy": 0.0},
+        {"track": "b/z.wav", "style": "b", "predicted": "b", "probability": 0.7, "clips": 1, "clip_accuracy": 1.0}]}]}
+    assert realmusic.shared_mistakes(fake, other) == ["a/x.wav"]     # wrong in both, whatever style each voted
+    assert realmusic.shared_mistakes(fake, fake) == ["b/z.wav", "a/x.wav"]
     n_wrong = np.asarray(rep["track_confusion"]).sum() - np.trace(rep["track_confusion"])
     assert len(realmusic.wrong_tracks(rep)) == n_wrong
     row = realmusic.crossval_table({"base": rep})[0]

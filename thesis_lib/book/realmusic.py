@@ -142,6 +142,14 @@ def wrong_tracks(report: dict) -> list[dict]:
     return sorted(rows, key=lambda r: -r["probability"])
 
 
+def shared_mistakes(report: dict, other: dict) -> list[str]:
+    """The tracks that two cross-validations (two models, the same tracks) both voted wrong, in
+    ``report``'s order. Chapter 4b: a mistake two different models share points at the track --
+    its instruments, its production, the style its package gives it -- more than at either model."""
+    theirs = {r["track"] for r in wrong_tracks(other)}
+    return [r["track"] for r in wrong_tracks(report) if r["track"] in theirs]
+
+
 def track_clip(ds: PreparedDataset, track_name: str) -> np.ndarray:
     """The middle clip of a track, by name (float32 samples)."""
     t = ds.tracks.index(track_name)
