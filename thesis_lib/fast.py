@@ -755,8 +755,8 @@ class ResidentTrainer:
     ``compile`` and ``graph`` default to on for CUDA and off elsewhere (the tests run this class
     on CPUs too: same arithmetic, no compiler, no graphs); ``THESIS_LIB_NO_COMPILE=1`` turns the
     compiler off here too, as for :class:`fused`. ``train`` compiles only runs long enough for it
-    to pay (:func:`compile_pays`); ``bench`` times the compiled step. Capturing needs a few warm-up steps;
-    they run on copies of the weights and optimiser state, which are then restored, so the
+    to pay (:func:`compile_pays`); ``bench`` times the compiled step. Capturing needs a few
+    warm-up steps; they run on copies of the weights and optimiser state, which are then restored, so the
     training trajectory is the one the reference path would take. No autograd graph of the
     model may be alive when the first epoch starts (drop any earlier loss): capture fails otherwise.
     """
