@@ -30,6 +30,32 @@ def test_training_reduces_loss_and_learns(toy_prepared, tmp_path):
     assert m["test_accuracy"] == 1.0  # hum against whistle is easy
 
 
+def test_a_run_on_resident_clips_says_how_its_step_runs(toy_prepared, monkeypatch):
+    """train's resident branch (one GPU holds the clips), driven on a CPU: the trainer runs its
+    steps uncompiled there; the log says whether the step compiles and why, metrics record it."""
+    import thesis_lib.train as train_mod
+    from thesis_lib.fast import COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer
+
+    made = []
+
+    def on_cpu(model, opt, ds, idx, labels, settings, device, info):
+        made.append(ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
+                                    precision=settings.precision, compile=False))
+        return made[-1]
+
+    monkeypatch.setattr(train_mod, "resident_trainer", on_cpu)
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    lines = []
+    result = train(toy_prepared, sp, TrainSettings(epochs=3, precision="fp32", **SMALL), progress=False,
+                   log=lines.append)
+    assert len(made) == 1 and result.metrics["resident_step"] == "eager"
+    said = [line for line in lines if "held on cpu" in line]
+    assert said == [f"the 12 training clips are held on cpu; the training step runs uncompiled "
+                    f"(compiling pays from {COMPILE_PAYS_AFTER_CLIPS:,} clips trained, this run 36)"]
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
 def test_seeded_cpu_run_repeats_exactly(toy_prepared):
     sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
     a = train(toy_prepared, sp, TrainSettings(epochs=2, seed=7, **SMALL), progress=False)
