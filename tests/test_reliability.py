@@ -269,3 +269,54 @@ def test_unknown_or_incomplete_architecture_is_named(tmp_path):
         with pytest.raises(CheckpointError, match=needle) as info:
             load_model(path)
         assert str(path) in str(info.value)
+
+
+def test_available_memory_reads_the_container_limit_and_the_machine(tmp_path):
+    from thesis_lib.runtime import available_memory
+
+    proc, v2, v1 = tmp_path / "proc", tmp_path / "v2", tmp_path / "v1"
+    for d in (proc, v2, v1 / "memory"):
+        d.mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n")
+    assert available_memory(proc, tmp_path / "none") == 20000000 * 1024           # no cgroup: the machine's
+    (v2 / "memory.max").write_text("2147483648\n")
+    (v2 / "memory.current").write_text("536870912\n")
+    assert available_memory(proc, v2) == 2147483648 - 536870912                    # Binder: the limit's rest
+    (v2 / "memory.max").write_text("max\n")
+    assert available_memory(proc, v2) == 20000000 * 1024
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(1 << 30))
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(str(1 << 28))
+    assert available_memory(proc, v1) == (1 << 30) - (1 << 28)
+    assert available_memory(tmp_path / "no-proc", tmp_path / "none") is None
+
+
+def test_training_that_cannot_fit_is_refused_before_it_starts(toy_prepared, tmp_path, monkeypatch, capsys):
+    import torch
+
+    import thesis_lib.train as train_mod
+    from thesis_lib.cli import main
+    from thesis_lib.config import TrainSettings
+    from thesis_lib.data import split_dataset
+
+    monkeypatch.delenv("THESIS_LIB_NO_MEMORY_CHECK", raising=False)
+    cpu, s = torch.device("cpu"), TrainSettings.thesis(precision="fp32", impl="fast")
+    held = train_mod.resident_memory()
+    need = train_mod.training_memory(480, "fast", "fp32")
+    assert train_mod.memory_problem(s, cpu, available=need - held + 1) is None
+    problem = train_mod.memory_problem(s, cpu, available=need - held - (100 << 20))
+    fits = int((need - (100 << 20)) / 2 ** 20 - train_mod.TRAINING_MEMORY_MB["fixed"]) // 5.9
+    assert "batch 480" in problem and f"about {int(fits)} fits" in problem and "GB" in problem
+    assert train_mod.memory_problem(s, torch.device("cuda"), available=0) is None   # GPU memory is another matter
+    monkeypatch.setenv("THESIS_LIB_NO_MEMORY_CHECK", "1")
+    assert train_mod.memory_problem(s, cpu, available=0) is None
+    monkeypatch.delenv("THESIS_LIB_NO_MEMORY_CHECK")
+    # train and the command line: a clear refusal, nothing written
+    monkeypatch.setattr(train_mod, "available_memory", lambda: 0)
+    sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
+    with pytest.raises(train_mod.NotEnoughMemory, match="batch 4 needs"):
+        train_mod.train(toy_prepared, sp, TrainSettings(epochs=1, batch_size=4, device="cpu"), tmp_path / "run",
+                        progress=False)
+    assert not (tmp_path / "run").exists()
+    rc = main(["train", "--data", str(toy_prepared.path), "--out", str(tmp_path / "cli"), "--model", "thesis",
+               "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--quiet"])
+    assert rc == 1 and "needs about" in capsys.readouterr().err and not (tmp_path / "cli" / "model.pt").exists()

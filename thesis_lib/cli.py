@@ -436,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, CheckpointError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError as exc:                  # train's NotEnoughMemory says what fits
+        print(f"error: {exc or 'out of memory'}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted. {_interrupt_hint(args)}", file=sys.stderr)
         return 130

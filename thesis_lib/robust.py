@@ -233,7 +233,7 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     from .data import label_of
     from .fast import resolve_precision
     from .runtime import select_device
-    from .train import TrainResult, _run_facts, evaluate, jsonable
+    from .train import NotEnoughMemory, TrainResult, _run_facts, evaluate, jsonable, memory_problem
 
     if settings.model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {settings.model!r}")
@@ -251,6 +251,8 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
         from .data import DatasetError
         raise DatasetError(f"{problem}: prepare the data at that rate (thesis_lib.robust.prepared_for) "
                            "or set sample_rate")
+    if settings.model == "thesis" and (problem := memory_problem(settings, device, cfg)):
+        raise NotEnoughMemory(problem)        # the log-mel models are small (batch 32, a 0.2 MB net)
     model = build_model(settings.model, len(split.styles), cfg, settings.dropout).to(device)
     remap = {ds.styles.index(name): i for i, name in enumerate(split.styles)}
     per_clip = split.mode == "clip"

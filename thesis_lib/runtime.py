@@ -3,11 +3,14 @@
 Training, inference, dreaming and the benchmarks all ask this module which
 device to use (:func:`select_device`), which device a model lives on
 (:func:`device_of`) and, before reading a clock, to wait for queued GPU work
-(:func:`synchronize`). It imports nothing of the library, so inference and
-dreaming do not depend on the training module.
+(:func:`synchronize`), and how much memory the process may still take
+(:func:`available_memory`). It imports nothing of the library, so inference
+and dreaming do not depend on the training module.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -56,3 +59,44 @@ def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
 
 
 __all__ = ["select_device", "device_of", "synchronize", "cpu_bf16_units"]
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None         # "max": no limit
+
+
+def resident_memory(proc: Path = Path("/proc")) -> int:
+    """Bytes this process holds in memory now (``VmRSS``; 0 where unknown)."""
+    try:
+        for line in (proc / "self" / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes this process can still allocate before the kernel kills it: the smaller of the
+    machine's available memory (``MemAvailable``) and what the container's memory limit leaves
+    (cgroup v2 ``memory.max - memory.current``, or v1's ``limit_in_bytes - usage_in_bytes``).
+    Binder's containers have about 2 GB whatever the host has. ``None`` where neither is known
+    (not Linux)."""
+    found = []
+    try:
+        for line in (proc / "meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit, usage in (("memory.max", "memory.current"),
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        lim, used = _read_int(cgroup / limit), _read_int(cgroup / usage)
+        if lim is not None and used is not None and lim < 1 << 60:   # v1 writes a huge number for "none"
+            found.append(max(0, lim - used))
+            break
+    return min(found) if found else None

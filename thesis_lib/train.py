@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -31,7 +32,7 @@ from .fast import (COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer, compile_pays, fits
                    resolve_precision, training_module)
 from .model import StyleNet
 from .predict import clip_probabilities
-from .runtime import select_device, synchronize
+from .runtime import available_memory, resident_memory, select_device, synchronize
 
 
 def new_model(n_styles: int, settings: TrainSettings, cfg: ThesisConfig = THESIS,
@@ -163,6 +164,53 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+class NotEnoughMemory(MemoryError):
+    """A training run would need more memory than this machine (or its container) has left."""
+
+
+#: Peak resident memory of a process training the thesis net on a CPU, in MB: a fixed part and a
+#: part per clip of the batch (the thesis's 40,000 samples), per implementation and precision.
+#: Measured on this project's 2-core machine (torch 2.13, a fresh process, two steps at batch 60
+#: and at 480): reference fp32 647 / 2,183 MB, fast fp32 752 / 3,228, fast bf16 638 / 2,272.
+TRAINING_MEMORY_MB = {"fixed": 450.0, ("reference", "fp32"): 3.7, ("fast", "fp32"): 5.9, ("fast", "bf16"): 3.9}
+
+
+def _mb_per_clip(impl: str, precision: str, cfg: ThesisConfig) -> float:
+    """:data:`TRAINING_MEMORY_MB` for one clip of ``cfg``'s length (TF32, a GPU format, is float32 on a CPU)."""
+    per_clip = TRAINING_MEMORY_MB.get((impl, precision), TRAINING_MEMORY_MB[(impl, "fp32")])
+    return per_clip * cfg.clip_samples / THESIS.clip_samples
+
+
+def training_memory(batch_size: int, impl: str, precision: str, cfg: ThesisConfig = THESIS) -> int:
+    """Bytes a CPU training run of the thesis net is expected to peak at (:data:`TRAINING_MEMORY_MB`)."""
+    return int((TRAINING_MEMORY_MB["fixed"] + batch_size * _mb_per_clip(impl, precision, cfg)) * 2 ** 20)
+
+
+def memory_problem(settings: TrainSettings, device: torch.device, cfg: ThesisConfig = THESIS,
+                   available: int | None = None) -> str | None:
+    """Why a CPU training run with ``settings`` would not fit in the memory left, or ``None``.
+
+    A process past its container's limit is killed without a word (on Binder, about 2 GB, a
+    notebook's kernel just dies); this says so before the first step, and which batch fits.
+    """
+    if device.type != "cpu" or os.environ.get("THESIS_LIB_NO_MEMORY_CHECK"):
+        return None
+    available = available_memory() if available is None else available
+    impl = resolve_impl(settings.impl, device)
+    precision = resolve_precision(settings.precision, settings.impl, device)
+    need = training_memory(settings.batch_size, impl, precision, cfg)
+    held = resident_memory()                     # counted in the container's usage already
+    if available is None or need <= available + held:
+        return None
+    fits = int(((available + held) / 2 ** 20 - TRAINING_MEMORY_MB["fixed"]) / _mb_per_clip(impl, precision, cfg))
+    advice = (f"a smaller --batch-size (about {fits} fits; the thesis used {THESIS.batch_size})" if fits >= 1
+              else "closing other programs")
+    return (f"training the thesis net at batch {settings.batch_size} needs about {need / 1e9:.1f} GB here "
+            f"({impl}, {precision}); this process holds {held / 1e9:.1f} GB and this machine or its "
+            f"container has {available / 1e9:.1f} GB more. "
+            f"Try {advice}, or a machine with more memory (THESIS_LIB_NO_MEMORY_CHECK=1 trains anyway)")
+
+
 def _log_default(msg: str) -> None:
     tqdm.write(msg)
 
@@ -176,6 +224,9 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     and ``metrics.json`` at the end. A seeded CPU run repeats exactly.
     """
     device = select_device(settings.device)
+    problem = memory_problem(settings, device, settings.applied_to(cfg))
+    if problem:
+        raise NotEnoughMemory(problem)
     info, device, own_group = distributed.setup(device)
     if not info.is_main:                       # only rank 0 writes files and prints
         out, progress, log = None, False, (lambda msg: None)
