@@ -307,6 +307,9 @@ def test_training_that_cannot_fit_is_refused_before_it_starts(toy_prepared, tmp_
     fits = int((need - (100 << 20)) / 2 ** 20 - train_mod.TRAINING_MEMORY_MB["fixed"]) // 5.9
     assert "batch 480" in problem and f"about {int(fits)} fits" in problem and "GB" in problem
     assert train_mod.memory_problem(s, torch.device("cuda"), available=0) is None   # GPU memory is another matter
+    small = train_mod.training_memory(12, "fast", "fp32") - held                     # 12 clips: a batch holds 12
+    assert train_mod.memory_problem(s, cpu, available=small + 1, clips=12) is None
+    assert "batch 12 needs" in train_mod.memory_problem(s, cpu, available=small - (1 << 20), clips=12)
     monkeypatch.setenv("THESIS_LIB_NO_MEMORY_CHECK", "1")
     assert train_mod.memory_problem(s, cpu, available=0) is None
     monkeypatch.delenv("THESIS_LIB_NO_MEMORY_CHECK")

@@ -187,25 +187,27 @@ def training_memory(batch_size: int, impl: str, precision: str, cfg: ThesisConfi
 
 
 def memory_problem(settings: TrainSettings, device: torch.device, cfg: ThesisConfig = THESIS,
-                   available: int | None = None) -> str | None:
+                   available: int | None = None, clips: int | None = None) -> str | None:
     """Why a CPU training run with ``settings`` would not fit in the memory left, or ``None``.
 
     A process past its container's limit is killed without a word (on Binder, about 2 GB, a
     notebook's kernel just dies); this says so before the first step, and which batch fits.
+    ``clips``: the training clips, when fewer than a batch (then a batch holds only them).
     """
     if device.type != "cpu" or os.environ.get("THESIS_LIB_NO_MEMORY_CHECK"):
         return None
     available = available_memory() if available is None else available
     impl = resolve_impl(settings.impl, device)
     precision = resolve_precision(settings.precision, settings.impl, device)
-    need = training_memory(settings.batch_size, impl, precision, cfg)
+    batch = min(settings.batch_size, clips) if clips else settings.batch_size
+    need = training_memory(batch, impl, precision, cfg)
     held = resident_memory()                     # counted in the container's usage already
     if available is None or need <= available + held:
         return None
     fits = int(((available + held) / 2 ** 20 - TRAINING_MEMORY_MB["fixed"]) / _mb_per_clip(impl, precision, cfg))
     advice = (f"a smaller --batch-size (about {fits} fits; the thesis used {THESIS.batch_size})" if fits >= 1
               else "closing other programs")
-    return (f"training the thesis net at batch {settings.batch_size} needs about {need / 1e9:.1f} GB here "
+    return (f"training the thesis net at batch {batch} needs about {need / 1e9:.1f} GB here "
             f"({impl}, {precision}); this process holds {held / 1e9:.1f} GB and this machine or its "
             f"container has {available / 1e9:.1f} GB more. "
             f"Try {advice}, or a machine with more memory (THESIS_LIB_NO_MEMORY_CHECK=1 trains anyway)")
@@ -224,7 +226,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     and ``metrics.json`` at the end. A seeded CPU run repeats exactly.
     """
     device = select_device(settings.device)
-    problem = memory_problem(settings, device, settings.applied_to(cfg))
+    problem = memory_problem(settings, device, settings.applied_to(cfg), clips=len(split.train))
     if problem:
         raise NotEnoughMemory(problem)
     info, device, own_group = distributed.setup(device)
