@@ -490,6 +490,7 @@ def test_compile_pays_only_for_long_runs(monkeypatch):
     monkeypatch.delenv("THESIS_LIB_NO_COMPILE", raising=False)
     assert not fast.compile_pays(20 * 4800)
     assert fast.compile_pays(fast.COMPILE_PAYS_AFTER_CLIPS) and fast.compile_pays(400 * 4800)
+    assert fast.compile_pays(600_000, clip_samples=80_000)      # 16 kHz clips: twice the saving per clip
     monkeypatch.setenv("THESIS_LIB_NO_COMPILE", "1")
     assert not fast.compile_pays(400 * 4800)
 

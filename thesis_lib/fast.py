@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import THESIS
 from .runtime import cpu_bf16_units
 
 #: Clips per chunk in the backward pass; 0 (default): as many as fit ``CHUNK_BYTES``.
@@ -719,10 +720,12 @@ def default_convs(device: torch.device) -> str:
 COMPILE_PAYS_AFTER_CLIPS = 1_000_000
 
 
-def compile_pays(clips_to_train: int) -> bool:
-    """Whether a run that passes ``clips_to_train`` clips through the net should compile its step
-    (``THESIS_LIB_NO_COMPILE=1``: never); see :data:`COMPILE_PAYS_AFTER_CLIPS`."""
-    return clips_to_train >= COMPILE_PAYS_AFTER_CLIPS and not os.environ.get("THESIS_LIB_NO_COMPILE")
+def compile_pays(clips_to_train: int, clip_samples: int = THESIS.clip_samples) -> bool:
+    """Whether a run that passes ``clips_to_train`` clips of ``clip_samples`` through the net should
+    compile its step (``THESIS_LIB_NO_COMPILE=1``: never); see :data:`COMPILE_PAYS_AFTER_CLIPS`, which
+    counts the thesis's 5-second clips at 8 kHz (the saving grows with the samples a clip has)."""
+    samples = clips_to_train * clip_samples
+    return samples >= COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples and not os.environ.get("THESIS_LIB_NO_COMPILE")
 
 
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:

@@ -252,9 +252,10 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
     if resident is not None:
         passes = settings.epochs * len(split.train)
+        pays = round(COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / ds.clips.shape[1])   # clips this long
         log(f"the {len(split.train):,} training clips are held on {device}; the training step runs "
             + ("compiled" if resident.compiled else f"uncompiled (compiling pays from "
-               f"{COMPILE_PAYS_AFTER_CLIPS:,} clips trained, this run {passes:,})"))
+               f"{pays:,} clips trained, this run {passes:,})"))
     if resident is None and device.type == "cuda" and settings.precision != "fp32":
         # tf32 and bf16 belong to the resident trainer; the streaming CUDA path computes in float32
         if asked != "auto":
@@ -309,7 +310,8 @@ def resident_trainer(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDa
             or not fits_on_device(len(idx), ds.clips.shape[1], device)):
         return None
     return ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
-                           precision=settings.precision, compile=compile_pays(settings.epochs * len(idx)))
+                           precision=settings.precision,
+                           compile=compile_pays(settings.epochs * len(idx), ds.clips.shape[1]))
 
 
 def _training_state(model, opt, split: Split, ds: PreparedDataset, settings: TrainSettings,
