@@ -282,6 +282,8 @@ def test_available_memory_reads_the_container_limit_and_the_machine(tmp_path):
     (v2 / "memory.max").write_text("2147483648\n")
     (v2 / "memory.current").write_text("536870912\n")
     assert available_memory(proc, v2) == 2147483648 - 536870912                    # Binder: the limit's rest
+    (v2 / "memory.stat").write_text("anon 268435456\ninactive_file 134217728\nactive_file 1\n")
+    assert available_memory(proc, v2) == 2147483648 - (536870912 - 134217728)      # reclaimable cache is free
     (v2 / "memory.max").write_text("max\n")
     assert available_memory(proc, v2) == 20000000 * 1024
     (v1 / "memory" / "memory.limit_in_bytes").write_text(str(1 << 30))

@@ -58,9 +58,6 @@ def cpu_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     return [f for f in BF16_FLAGS if f in flags]
 
 
-__all__ = ["select_device", "device_of", "synchronize", "cpu_bf16_units"]
-
-
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
@@ -80,12 +77,25 @@ def resident_memory(proc: Path = Path("/proc")) -> int:
     return 0
 
 
+def _stat(path: Path, key: str) -> int:
+    """One field of a cgroup's ``memory.stat`` (0 where missing)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
 def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
     """Bytes this process can still allocate before the kernel kills it: the smaller of the
     machine's available memory (``MemAvailable``) and what the container's memory limit leaves
-    (cgroup v2 ``memory.max - memory.current``, or v1's ``limit_in_bytes - usage_in_bytes``).
-    Binder's containers have about 2 GB whatever the host has. ``None`` where neither is known
-    (not Linux)."""
+    (cgroup v2 ``memory.max - memory.current``, or v1's ``limit_in_bytes - usage_in_bytes``),
+    where the container's inactive file cache counts as free, as the kernel reclaims it first
+    (the "working set" that Kubernetes, and so Binder, limits). Binder's containers have about
+    2 GB whatever the host has. ``None`` where neither is known (not Linux)."""
     found = []
     try:
         for line in (proc / "meminfo").read_text().splitlines():
@@ -93,10 +103,15 @@ def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cg
                 found.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    for limit, usage in (("memory.max", "memory.current"),
-                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit, usage, stat, cache in (("memory.max", "memory.current", "memory.stat", "inactive_file"),
+                                      ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+                                       "memory/memory.stat", "total_inactive_file")):
         lim, used = _read_int(cgroup / limit), _read_int(cgroup / usage)
         if lim is not None and used is not None and lim < 1 << 60:   # v1 writes a huge number for "none"
-            found.append(max(0, lim - used))
+            working_set = max(0, used - _stat(cgroup / stat, cache))
+            found.append(max(0, lim - working_set))
             break
     return min(found) if found else None
+
+
+__all__ = ["select_device", "device_of", "synchronize", "cpu_bf16_units", "resident_memory", "available_memory"]
