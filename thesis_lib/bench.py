@@ -53,7 +53,7 @@ import torch
 
 from .config import BENCH_PARTS as PARTS, THESIS, THESIS_SECONDS_PER_EPOCH, ThesisConfig
 from .fast import compile_pays, resolve_impl, resolve_precision
-from .runtime import synchronize
+from .runtime import proc_memory, synchronize
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,8 @@ def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
     parent's peak at the moment it was forked (seen here: every memory-against-
     length row read the 1 GB of the training runs before it).
     """
-    if who == resource.RUSAGE_SELF:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
+    if who == resource.RUSAGE_SELF and (peak := proc_memory("VmHWM")) is not None:
+        return peak / 2 ** 20
     kb = resource.getrusage(who).ru_maxrss        # kilobytes on Linux, bytes on macOS
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
 

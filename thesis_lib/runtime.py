@@ -66,15 +66,21 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None         # "max": no limit
 
 
-def resident_memory(proc: Path = Path("/proc")) -> int:
-    """Bytes this process holds in memory now (``VmRSS``; 0 where unknown)."""
+def proc_memory(key: str, path: Path = Path("/proc/self/status")) -> int | None:
+    """Bytes in a ``Key:  value kB`` line of a Linux ``/proc`` file (``VmRSS``, ``VmHWM`` of this
+    process's ``status``; ``MemAvailable`` of ``/proc/meminfo``); ``None`` where there is none."""
     try:
-        for line in (proc / "self" / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in path.read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def resident_memory(proc: Path = Path("/proc")) -> int:
+    """Bytes this process holds in memory now (``VmRSS``; 0 where unknown)."""
+    return proc_memory("VmRSS", proc / "self" / "status") or 0
 
 
 def _stat(path: Path, key: str) -> int:
@@ -96,13 +102,8 @@ def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cg
     where the container's inactive file cache counts as free, as the kernel reclaims it first
     (the "working set" that Kubernetes, and so Binder, limits). Binder's containers have about
     2 GB whatever the host has. ``None`` where neither is known (not Linux)."""
-    found = []
-    try:
-        for line in (proc / "meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
+    machine = proc_memory("MemAvailable", proc / "meminfo")
+    found = [] if machine is None else [machine]
     for limit, usage, stat, cache in (("memory.max", "memory.current", "memory.stat", "inactive_file"),
                                       ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
                                        "memory/memory.stat", "total_inactive_file")):
@@ -114,4 +115,5 @@ def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cg
     return min(found) if found else None
 
 
-__all__ = ["select_device", "device_of", "synchronize", "cpu_bf16_units", "resident_memory", "available_memory"]
+__all__ = ["select_device", "device_of", "synchronize", "cpu_bf16_units", "proc_memory", "resident_memory",
+           "available_memory"]
