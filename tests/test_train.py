@@ -34,7 +34,7 @@ def test_a_run_on_resident_clips_says_how_its_step_runs(toy_prepared, monkeypatc
     """train's resident branch (one GPU holds the clips), driven on a CPU: the trainer runs its
     steps uncompiled there; the log says whether the step compiles and why, metrics record it."""
     import thesis_lib.train as train_mod
-    from thesis_lib.fast import COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer
+    from thesis_lib.fast import COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer, compile_threshold
 
     made = []
 
@@ -51,6 +51,7 @@ def test_a_run_on_resident_clips_says_how_its_step_runs(toy_prepared, monkeypatc
     assert len(made) == 1 and result.metrics["resident_step"] == "eager"
     said = [line for line in lines if "held on cpu" in line]
     pays = round(COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / toy_prepared.clips.shape[1])
+    assert pays == compile_threshold(toy_prepared.clips.shape[1])
     assert said == [f"the 12 training clips are held on cpu; the training step runs uncompiled "
                     f"(compiling pays from {pays:,} clips trained, this run 36)"]
     losses = [h["train_loss"] for h in result.history]

@@ -301,6 +301,11 @@ def input_stem(x: torch.Tensor, bn: nn.BatchNorm1d, conv: nn.Conv1d) -> torch.Te
 # ``THESIS_LIB_NO_COMPILE`` is set, the same function runs uncompiled.
 
 
+def compiler_allowed() -> bool:
+    """False where ``THESIS_LIB_NO_COMPILE`` is set: nothing here calls ``torch.compile`` then."""
+    return not os.environ.get("THESIS_LIB_NO_COMPILE")
+
+
 class fused:
     """``fn`` compiled (``torch.compile``, dynamic shapes: one set of kernels for every batch size
     and clip length) where compiling works on this machine, else ``fn`` itself.
@@ -323,7 +328,7 @@ class fused:
 
     def __call__(self, *args):
         if self.compiled is fused.UNSET:
-            self.compiled = None if os.environ.get("THESIS_LIB_NO_COMPILE") else torch.compile(self.fn, dynamic=True)
+            self.compiled = torch.compile(self.fn, dynamic=True) if compiler_allowed() else None
         if self.compiled is None:
             return self.fn(*args)
         try:
@@ -720,12 +725,17 @@ def default_convs(device: torch.device) -> str:
 COMPILE_PAYS_AFTER_CLIPS = 1_000_000
 
 
+def compile_threshold(clip_samples: int = THESIS.clip_samples) -> int:
+    """Clips of ``clip_samples`` a run must pass through the net for compiling its step to pay:
+    :data:`COMPILE_PAYS_AFTER_CLIPS` counts the thesis's 5-second clips at 8 kHz, and the saving
+    grows with the samples a clip has."""
+    return round(COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / clip_samples)
+
+
 def compile_pays(clips_to_train: int, clip_samples: int = THESIS.clip_samples) -> bool:
     """Whether a run that passes ``clips_to_train`` clips of ``clip_samples`` through the net should
-    compile its step (``THESIS_LIB_NO_COMPILE=1``: never); see :data:`COMPILE_PAYS_AFTER_CLIPS`, which
-    counts the thesis's 5-second clips at 8 kHz (the saving grows with the samples a clip has)."""
-    samples = clips_to_train * clip_samples
-    return samples >= COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples and not os.environ.get("THESIS_LIB_NO_COMPILE")
+    compile its step (:func:`compile_threshold`; never where :func:`compiler_allowed` says no)."""
+    return clips_to_train >= compile_threshold(clip_samples) and compiler_allowed()
 
 
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:
@@ -780,7 +790,7 @@ class ResidentTrainer:
         self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
         self.eager = CONVS[convs](model)
         if compile is None:
-            compile = cuda and not os.environ.get("THESIS_LIB_NO_COMPILE")
+            compile = cuda and compiler_allowed()
         self.compiled = bool(compile)
         self.net = torch.compile(self.eager) if compile else self.eager
         self.use_graph = cuda if graph is None else graph

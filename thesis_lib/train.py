@@ -28,7 +28,7 @@ from .checkpoint import (CheckpointError, atomic_save, model_state, read_checkpo
 from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
-from .fast import (COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer, compile_pays, fits_on_device, resolve_impl,
+from .fast import (ResidentTrainer, compile_pays, compile_threshold, fits_on_device, resolve_impl,
                    resolve_precision, training_module)
 from .model import StyleNet
 from .predict import clip_probabilities
@@ -252,10 +252,9 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
     if resident is not None:
         passes = settings.epochs * len(split.train)
-        pays = round(COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / ds.clips.shape[1])   # clips this long
         log(f"the {len(split.train):,} training clips are held on {device}; the training step runs "
             + ("compiled" if resident.compiled else f"uncompiled (compiling pays from "
-               f"{pays:,} clips trained, this run {passes:,})"))
+               f"{compile_threshold(ds.clips.shape[1]):,} clips trained, this run {passes:,})"))
     if resident is None and device.type == "cuda" and settings.precision != "fp32":
         # tf32 and bf16 belong to the resident trainer; the streaming CUDA path computes in float32
         if asked != "auto":
