@@ -226,7 +226,8 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     and ``metrics.json`` at the end. A seeded CPU run repeats exactly.
     """
     device = select_device(settings.device)
-    problem = memory_problem(settings, device, settings.applied_to(cfg), clips=len(split.train))
+    cfg = settings.applied_to(cfg)              # model.pt records the settings really used
+    problem = memory_problem(settings, device, cfg, clips=len(split.train))
     if problem:
         raise NotEnoughMemory(problem)
     info, device, own_group = distributed.setup(device)
@@ -239,7 +240,6 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     torch.manual_seed(settings.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
-    cfg = settings.applied_to(cfg)              # model.pt records the settings really used
     model, opt = new_model(len(split.styles), settings, cfg, device)
     history: list[dict] = []
     if _resume_state is not None:
