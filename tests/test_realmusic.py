@@ -132,10 +132,52 @@ def test_baseline_learns_a_separable_set():
     assert (pred == y[1::2]).all()
 
 
+def test_late_fusion_is_the_normalised_geometric_mean_of_its_members():
+    from thesis_lib.fusion import LateFusion
+
+    torch.manual_seed(0)
+    fused = LateFusion(3).eval()
+    with torch.no_grad():
+        fused.baseline.out.weight.normal_()          # an untrained baseline would vote uniformly
+    x = 0.3 * torch.randn(5, 1, THESIS.clip_samples)
+    with torch.no_grad():
+        p = fused.predict_proba(x)
+        a, b = torch.softmax(fused.cnn(x), 1), torch.softmax(fused.baseline(x), 1)
+    g = (a * b).sqrt()
+    assert torch.allclose(p, g / g.sum(1, keepdim=True), atol=1e-6)
+    assert not torch.allclose(p, a, atol=1e-3) and not torch.allclose(p, b, atol=1e-3)   # both count
+    veto = torch.tensor([[0.98, 0.01, 0.01]]).log(), torch.tensor([[0.4, 0.3, 0.3]]).log()
+    with torch.no_grad():                            # a confident member outvotes an unsure one
+        fused.cnn.forward = lambda x: veto[0].expand(len(x), 3)
+        fused.baseline.forward = lambda x: veto[1].expand(len(x), 3)
+        assert fused(x).argmax(1).tolist() == [0] * 5
+    with pytest.raises(ValueError, match="styles"):
+        LateFusion(3, baseline=LogMelBaseline(2))
+
+
+def test_fusion_trains_each_member_as_alone(three_styles):
+    """The fusion's CNN is the CNN ``train --model mel`` gives with the same seed (same data, same
+    draws), and its baseline the one ``--model baseline`` fits: nothing is fitted on the pair."""
+    runs = {}
+    for model in ("fusion", "mel", "baseline"):
+        settings = replace(TrainSettings.recommended(model), **FAST)
+        ds = prepared_for(three_styles, settings, log=lambda m: None)
+        sp = split_dataset(ds, 100, 100, "track", seed=0)
+        runs[model] = train_any(ds, sp, settings, progress=False, log=lambda m: None)
+    fused = runs["fusion"].model
+    for name, member in (("baseline", fused.baseline), ("mel", fused.cnn)):
+        alone = runs[name].model.state_dict()
+        for k, v in member.state_dict().items():
+            assert torch.allclose(v, alone[k], atol=1e-5), (name, k)
+    assert runs["fusion"].metrics["model"] == "fusion" and runs["fusion"].history
+
+
 def test_build_model_names():
     assert type(build_model("thesis", 2)).__name__ == "StyleNet"
     assert type(build_model("mel", 3)).__name__ == "MelNet"
     assert type(build_model("baseline", 2)).__name__ == "LogMelBaseline"
+    fused = build_model("fusion", 3, dropout=0.3)
+    assert type(fused).__name__ == "LateFusion" and fused.cnn.dropout_p == 0.3 and fused.baseline.n_styles == 3
     with pytest.raises(ValueError):
         build_model("resnet", 2)
     thesis_drop = build_model("thesis", 2, dropout=0.5)
@@ -143,14 +185,17 @@ def test_build_model_names():
 
 
 def test_defaults_are_recorded():
-    assert TRAIN_DEFAULTS.model in ("mel", "thesis", "baseline") and TRAIN_DEFAULTS.recipe == "robust"
+    assert TRAIN_DEFAULTS.model == "fusion" and TRAIN_DEFAULTS.recipe == "robust"
+    assert TrainSettings.recommended() == TRAIN_DEFAULTS
+    fused, mel = TrainSettings.recommended("fusion"), TrainSettings.recommended("mel")   # the CNN trains as alone
+    assert replace(fused, model="mel") == mel
     assert TrainSettings().model == "thesis" and TrainSettings().recipe == "thesis"      # the API's old default
     assert TrainSettings.thesis().learning_rate == THESIS.learning_rate
 
 
 # ---------------------------------------------------------------- train / predict round trips
 @pytest.mark.parametrize("model,recipe", [("mel", "robust"), ("thesis", "robust"), ("baseline", "robust"),
-                                          ("thesis", "thesis")])
+                                          ("fusion", "robust"), ("thesis", "thesis")])
 def test_train_predict_round_trip(three_styles, tmp_path, model, recipe):
     from thesis_lib.predict import clip_probabilities
 
@@ -175,6 +220,23 @@ def test_train_predict_round_trip(three_styles, tmp_path, model, recipe):
     if model != "thesis":
         with pytest.raises(CheckpointError, match="--model thesis"):
             load_model(tmp_path / "run" / "model.pt", require="StyleNet")
+
+
+def test_a_fusion_checkpoint_with_damaged_members_is_refused_by_name(tmp_path):
+    from thesis_lib.checkpoint import model_state
+    from thesis_lib.fusion import LateFusion
+
+    state = model_state(LateFusion(2), ["a", "b"])
+    for members, match in (({"cnn": state["architecture"]["members"]["cnn"]}, "expected 'cnn' and 'baseline'"),
+                           ({"cnn": {"name": "ResNet"}, "baseline": {}}, "unknown architecture 'ResNet'")):
+        bad = {**state, "architecture": {**state["architecture"], "members": members}}
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match=match) as err:
+            load_model(tmp_path / "bad.pt")
+        assert str(tmp_path / "bad.pt") in str(err.value)
+    torch.save(state, tmp_path / "good.pt")
+    model, styles, _ = load_model(tmp_path / "good.pt")
+    assert type(model).__name__ == "LateFusion" and styles == ["a", "b"]
 
 
 def test_robust_recipe_with_a_clip_split_trains_on_training_clips_only(toy_prepared):

@@ -163,24 +163,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def build_from_checkpoint(ckpt: dict[str, Any], cfg: ThesisConfig) -> torch.nn.Module:
-    """An untrained model of the checkpoint's architecture: StyleNet, MelNet or LogMelBaseline."""
-    arch = ckpt.get("architecture") or {}
-    n = len(ckpt["styles"])
+ARCHITECTURES = {"StyleNet": "thesis", "MelNet": "mel", "LogMelBaseline": "baseline", "LateFusion": "fusion"}
+"""Every architecture a checkpoint can hold, and the ``train --model`` that writes it."""
+
+
+def build_architecture(arch: dict[str, Any], n_styles: int, cfg: ThesisConfig) -> torch.nn.Module:
+    """An untrained model of a checkpoint's ``architecture`` dict (a fusion builds its members)."""
     name = arch.get("name", "StyleNet")
     if name == "MelNet":
         from .mel import MelNet
 
-        return MelNet(n, cfg, channels=tuple(arch["channels"]), dropout=arch.get("dropout", 0.0),
+        return MelNet(n_styles, cfg, channels=tuple(arch["channels"]), dropout=arch.get("dropout", 0.0),
                       n_mels=arch.get("n_mels", 64), input_stats=arch.get("input_stats", False),
                       spec_augment=arch.get("spec_augment", False))
     if name == "LogMelBaseline":
         from .baseline import LogMelBaseline
 
-        return LogMelBaseline(n, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0))
+        return LogMelBaseline(n_styles, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0))
+    if name == "LateFusion":
+        from .fusion import LateFusion
+
+        members = arch["members"]
+        if not isinstance(members, dict) or sorted(members) != ["baseline", "cnn"]:
+            raise CheckpointError(f"a LateFusion whose members are {members!r}, expected 'cnn' and 'baseline'")
+        return LateFusion(n_styles, cfg, cnn=build_architecture(members["cnn"], n_styles, cfg),
+                          baseline=build_architecture(members["baseline"], n_styles, cfg))
     if name != "StyleNet":
-        raise CheckpointError(f"unknown architecture {name!r}; this version knows StyleNet, MelNet, LogMelBaseline")
-    return StyleNet(n, cfg)
+        raise CheckpointError(f"unknown architecture {name!r}; this version knows {', '.join(ARCHITECTURES)}")
+    return StyleNet(n_styles, cfg)
+
+
+def build_from_checkpoint(ckpt: dict[str, Any], cfg: ThesisConfig) -> torch.nn.Module:
+    """An untrained model of the checkpoint's architecture (any of :data:`ARCHITECTURES`)."""
+    return build_architecture(ckpt.get("architecture") or {}, len(ckpt["styles"]), cfg)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
@@ -188,7 +203,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     """Rebuild the trained net from ``path``: ``(model in eval mode, style names, checkpoint)``.
 
     Any model ``train --model`` writes loads (the thesis's StyleNet, the log-mel
-    MelNet, the log-mel baseline). ``require="StyleNet"`` refuses the others
+    MelNet, the log-mel baseline, their late fusion). ``require="StyleNet"`` refuses the others
     with a clear message (dreaming needs the thesis net). ``pretrained:NAME``
     loads a net shipped with the package (:mod:`thesis_lib.pretrained`).
     """
@@ -206,7 +221,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
                               f"{ckpt.get('architecture')!r} cannot be built ({type(exc).__name__}: {exc})") from None
     name = type(model).__name__
     if require is not None and name != require:
-        raise CheckpointError(f"{path}: a {name} (train --model {'mel' if name == 'MelNet' else 'baseline'}); "
+        raise CheckpointError(f"{path}: a {name} (train --model {ARCHITECTURES.get(name, '?')}); "
                               f"this needs a {require}: train with --model thesis")
     if ckpt.get("architecture") != model.architecture():
         raise CheckpointError(f"{path}: architecture {ckpt.get('architecture')} does not match "

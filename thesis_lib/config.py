@@ -168,7 +168,9 @@ class TrainSettings:
     precision: str = "auto"
     #: Which network: ``thesis`` (the thesis's raw-waveform :class:`~thesis_lib.model.StyleNet`, the
     #: one the dreaming chapters need), ``mel`` (:class:`~thesis_lib.mel.MelNet`: log-mel front end,
-    #: small CNN, global pooling) or ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`).
+    #: small CNN, global pooling), ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`) or
+    #: ``fusion`` (:class:`~thesis_lib.fusion.LateFusion`: ``mel`` and ``baseline`` voting together,
+    #: ``train``'s default).
     model: str = "thesis"
     #: ``thesis``: the thesis's loop (the same consecutive clips every epoch, a fixed number of
     #: epochs). ``robust`` (:mod:`thesis_lib.robust`): fresh random windows from the training tracks
@@ -186,11 +188,12 @@ class TrainSettings:
     sample_rate: int | None = None
 
     @classmethod
-    def recommended(cls, model: str = "mel", **overrides) -> "TrainSettings":
+    def recommended(cls, model: str = "fusion", **overrides) -> "TrainSettings":
         """``train``'s defaults: the robust recipe (see :mod:`thesis_lib.robust`) for ``model``.
 
         Cross-validated on real recordings in the README ("Real music"). Standard
-        values, not tuned to one collection: AdamW at 0.001 for the log-mel CNN,
+        values, not tuned to one collection: AdamW at 0.001 for the log-mel CNN (alone or
+        in the fusion),
         SGD with Nesterov momentum at the thesis net's usual small-collection
         step for the thesis net, batch 32, 20 epochs, dropout 0.5, a fifth of
         the training tracks for choosing the epoch.
@@ -228,9 +231,9 @@ class TrainSettings:
 
 
 TRAIN_DEFAULTS = TrainSettings.recommended()
-"""The defaults of ``python -m thesis_lib train`` (the robust recipe with the log-mel CNN)."""
+"""The defaults of ``python -m thesis_lib train`` (the robust recipe; the log-mel CNN and baseline fused)."""
 
-MODELS = ("mel", "thesis", "baseline")
+MODELS = ("fusion", "mel", "thesis", "baseline")
 """What ``train --model`` and ``crossval --model`` accept; ``thesis`` is the thesis's network."""
 
 BENCH_PARTS = ("training", "inference", "preparation", "memory")

@@ -20,8 +20,9 @@ depend on one collection:
   weights of the best epoch (clip accuracy, then loss) are kept.
 
 It trains any model of :func:`build_model`: the thesis net (``thesis``, the
-only one the dreaming chapters can use), the log-mel CNN (``mel``) or the
-log-mel baseline (``baseline``, fitted in closed form, no epochs).
+only one the dreaming chapters can use), the log-mel CNN (``mel``), the
+log-mel baseline (``baseline``, fitted in closed form, no epochs) or both of
+the last two voting together (``fusion``, :mod:`thesis_lib.fusion`, the default).
 """
 
 from __future__ import annotations
@@ -38,15 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AugmentSettings, TrackWindows, augment_batch
-from .config import THESIS, ThesisConfig
+from .config import MODELS, THESIS, ThesisConfig
 from .data import PreparedDataset, Split
 from .predict import clip_probabilities
 
-MODELS = ("mel", "thesis", "baseline")
-
 
 def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: float = 0.0) -> nn.Module:
-    """A fresh model by name: ``thesis`` (StyleNet), ``mel`` (MelNet) or ``baseline`` (LogMelBaseline)."""
+    """A fresh model by name: ``thesis`` (StyleNet), ``mel`` (MelNet), ``baseline`` (LogMelBaseline)
+    or ``fusion`` (LateFusion of a MelNet and a LogMelBaseline)."""
     if name == "thesis":
         from .model import StyleNet
 
@@ -62,6 +62,10 @@ def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: f
         from .baseline import LogMelBaseline
 
         return LogMelBaseline(n_styles, cfg)
+    if name == "fusion":
+        from .fusion import LateFusion
+
+        return LateFusion(n_styles, cfg, dropout=dropout)
     raise ValueError(f"model must be one of {MODELS}, not {name!r}")
 
 
@@ -135,9 +139,21 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     ``settings`` is a :class:`~thesis_lib.config.TrainSettings`. Restores the
     weights of the epoch best on the validation tracks when there are any.
     With ``per_clip`` the "tracks" are clip indices (a split by clip): windows
-    are those clips themselves and no validation split is held out.
+    are those clips themselves and no validation split is held out. A
+    ``fusion`` trains each member as it would be trained alone, the CNN
+    first (its history is returned), then the baseline on the same tracks.
     """
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
+
+    if settings.model == "fusion":
+        history = fit_robust(model.cnn, ds, train_tracks, labels, replace(settings, model="mel"), device,
+                             progress, log, per_clip)
+        fit_robust(model.baseline, ds, train_tracks, labels, replace(settings, model="baseline"), device,
+                   progress, log, per_clip)
+        model.eval()
+        return history
 
     rng = np.random.default_rng([settings.seed, 1])
     windows = TrackWindows(ds, per_clip=per_clip)
@@ -154,7 +170,7 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     if settings.model == "baseline":
         t0 = time.perf_counter()
         rows = np.flatnonzero(np.isin(owner, train_tracks))
-        model.fit(np.asarray(ds.clips[rows]), ts[owner[rows]])
+        model.fit(ds.clips, ts[owner[rows]], rows=rows)
         sec = time.perf_counter() - t0
         log(f"baseline fitted on {len(rows)} clips in {sec:.1f} s")
         return [{"epoch": 1, "train_loss": float("nan"), "seconds": sec}]

@@ -1,11 +1,11 @@
-"""Chapter 4b's real music: the data, three models cross-validated (cached), the tracks they get wrong, the leak.
+"""Chapter 4b's real music: the data, four models cross-validated (cached), the tracks they get wrong, the leak.
 
 * :func:`music_data` opens the reader's folder or the free collection (built
   with :func:`thesis_lib.free_music.build_collection` when missing), or, in
   ``small`` mode, the built-in synthetic data;
-* :func:`compared_settings` are the three contenders: the thesis net with the
-  thesis's settings, ``train``'s default (the log-mel CNN, robust recipe) and
-  the log-mel baseline;
+* :func:`compared_settings` are the four contenders: the thesis net with the
+  thesis's settings, the log-mel CNN (robust recipe), the log-mel baseline and
+  ``train``'s default, the last two fused (:mod:`thesis_lib.fusion`);
 * :func:`cached_crossval` runs :func:`thesis_lib.crossval.crossval` once per
   data, settings and folds and keeps the report in
   ``default_cache_dir()/book/cv-<key>/crossval.json`` (file-locked, as the
@@ -64,15 +64,17 @@ def music_data(data: str | None, small: bool, build: bool = True, progress: bool
 
 def compared_settings(small: bool, epochs: int | None = None, seed: int = 0,
                       device: str = "auto") -> dict[str, TrainSettings]:
-    """The three contenders, by display name; ``small`` shrinks epochs (and the thesis's batch)."""
+    """The four contenders, by display name (``train``'s default last); ``small`` shrinks epochs
+    (and the thesis's batch)."""
     over = {"seed": seed, "device": device}
     if small or epochs:
         over["epochs"] = epochs or runs.SMALL_EPOCHS
     # float32, the thesis's arithmetic (``auto`` would pick bf16 on CPUs and GPUs that have it)
     thesis = TrainSettings.thesis(**over, precision="fp32", **({"batch_size": runs.SMALL_BATCH} if small else {}))
     return {"thesis net, thesis settings": thesis,
-            "log-mel CNN, train's defaults": TrainSettings.recommended(**over),
-            "log-mel baseline": TrainSettings.recommended("baseline", **over)}
+            "log-mel CNN, robust recipe": TrainSettings.recommended("mel", **over),
+            "log-mel baseline": TrainSettings.recommended("baseline", **over),
+            "CNN and baseline fused (train's default)": TrainSettings.recommended(**over)}
 
 
 def data_key(ds: PreparedDataset) -> str:
