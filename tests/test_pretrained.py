@@ -220,16 +220,19 @@ def test_a_train_run_exports_with_its_settings_and_crossvalidated_accuracy(toy_p
     assert type(model).__name__ == entry["architecture"] == "LogMelBaseline" and styles == sp.styles
 
 
-def test_the_shipped_real_music_net_reads_16_khz_and_predicts_a_song(tmp_path):
+@pytest.mark.parametrize("name,architecture", [("mel-free", "MelNet"), ("fusion-free", "LateFusion")])
+def test_the_shipped_real_music_nets_read_16_khz_and_predict_a_song(tmp_path, name, architecture):
     from thesis_lib.synth import compose_track
     from thesis_lib.audio import write_wav
 
-    model, styles, ckpt = pretrained.load("mel-free")
+    model, styles, ckpt = pretrained.load(name)
     assert styles == ["electronic", "metal", "orchestral"] and model.cfg.sample_rate == 16_000
-    assert pretrained.info("mel-free")["metrics"]["crossval_folds"] == 4
+    assert type(model).__name__ == pretrained.info(name)["architecture"] == architecture
+    assert pretrained.info(name)["metrics"]["crossval_folds"] == 4
+    assert pretrained.info(name)["settings"]["model"] == ckpt["settings"]["model"]
     y = compose_track("metal", np.random.default_rng(7), 75.0, 11025)
     write_wav(tmp_path / "song.wav", y, 11025)
-    res = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", "pretrained:mel-free",
+    res = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", f"pretrained:{name}",
                           "--json", str(tmp_path / "song.wav")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     track = json.loads(res.stdout)["tracks"][0]
@@ -253,3 +256,15 @@ def test_a_built_wheel_carries_the_shipped_nets_and_reference_sounds(tmp_path):
     from thesis_lib.book import references as refs
     want |= {f"thesis_lib/pretrained/reference/{e['file']}" for e in refs.references()["sounds"].values()}
     assert want <= names, sorted(want - names)
+
+
+def test_the_shipped_default_net_was_trained_with_train_defaults():
+    """README and chapter 4b call `fusion-free` train's default: it must stay so when the defaults move."""
+    from dataclasses import asdict
+
+    from thesis_lib.config import TRAIN_DEFAULTS
+
+    shipped = pretrained.info("fusion-free")["settings"]
+    moved = {k: (v, shipped.get(k)) for k, v in asdict(TRAIN_DEFAULTS).items()
+             if k != "precision" and shipped.get(k) != v}      # a run records the precision it resolved
+    assert not moved, f"train's defaults moved since fusion-free was trained: {moved}"

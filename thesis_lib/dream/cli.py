@@ -87,7 +87,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", type=Path, default=None, help="gatys: audio whose style is wanted")
     p.add_argument("--target", default=None, help="steer, effects: style name to push toward (default: the other one)")
     p.add_argument("--judge", type=Path, default=None,
-                   help="effects: a second trained model (train --model mel|baseline|thesis) that scores the "
+                   help="effects: a second trained model (any model train writes, e.g. --model baseline) that scores the "
                         "clip before and after; the transformation counts only when it agrees")
     _add_penalty(p)
     p.add_argument("--balanced", action="store_true", help="gatys: weigh style and content equally at the start")
