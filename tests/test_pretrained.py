@@ -237,6 +237,14 @@ def test_the_shipped_real_music_nets_read_16_khz_and_predict_a_song(tmp_path, na
     assert res.returncode == 0, res.stderr
     track = json.loads(res.stdout)["tracks"][0]
     assert track["style"] in styles and track["n_clips"] == 3 and set(track["probabilities"]) == set(styles)
+    if architecture == "LateFusion":          # each member's own verdict is shown beside the fused one
+        assert set(track["members"]) == {"cnn", "baseline"}
+        assert all(set(p) == set(styles) and abs(sum(p.values()) - 1) < 1e-4 for p in track["members"].values())
+        text = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", f"pretrained:{name}",
+                               str(tmp_path / "song.wav")], capture_output=True, text=True).stdout
+        assert "cnn alone: " in text and "baseline alone: " in text
+    else:
+        assert "members" not in track
 
 
 def test_a_built_wheel_carries_the_shipped_nets_and_reference_sounds(tmp_path):

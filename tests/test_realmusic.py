@@ -155,6 +155,26 @@ def test_late_fusion_is_the_normalised_geometric_mean_of_its_members():
         LateFusion(3, baseline=LogMelBaseline(2))
 
 
+def test_clip_votes_of_a_fusion_are_its_probabilities_and_each_members_own():
+    from thesis_lib.fusion import LateFusion
+    from thesis_lib.predict import clip_probabilities, clip_votes
+
+    torch.manual_seed(1)
+    fused = LateFusion(3).eval()
+    with torch.no_grad():
+        fused.baseline.out.weight.normal_()
+    clips = (0.3 * np.random.default_rng(0).standard_normal((7, THESIS.clip_samples))).astype(np.float32)
+    probs, members = clip_votes(fused, clips, batch_size=3)
+    assert np.allclose(probs, clip_probabilities(fused, clips, 3), atol=1e-6)      # batches of 3, 3 and 1
+    assert set(members) == {"cnn", "baseline"}
+    for name, m in fused.members().items():
+        assert np.allclose(members[name], clip_probabilities(m, clips, 3), atol=1e-6)
+    g = np.sqrt(members["cnn"] * members["baseline"])
+    assert np.allclose(probs, g / g.sum(1, keepdims=True), atol=1e-5)
+    alone, none = clip_votes(fused.cnn, clips, batch_size=3)                          # any other model
+    assert none == {} and np.allclose(alone, members["cnn"], atol=1e-6)
+
+
 def test_fusion_trains_each_member_as_alone(three_styles):
     """The fusion's CNN is the CNN ``train --model mel`` gives with the same seed (same data, same
     draws), and its baseline the one ``--model baseline`` fits: nothing is fitted on the pair."""

@@ -59,10 +59,14 @@ class LateFusion(nn.Module):
         """The fused models by name, in the order they are trained."""
         return {"cnn": self.cnn, "baseline": self.baseline}
 
+    @staticmethod
+    def combine(member_logits: list[torch.Tensor]) -> torch.Tensor:
+        """The fused logits from the members' own: the mean of their log-probabilities."""
+        return torch.stack([F.log_softmax(v, dim=1) for v in member_logits]).mean(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits whose softmax is the normalised geometric mean of the members' probabilities."""
-        votes = [F.log_softmax(m(x), dim=1) for m in self.members().values()]
-        return torch.stack(votes).mean(0)
+        return self.combine([m(x) for m in self.members().values()])
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,9 @@ class TrackVerdict:
     padded: bool = False
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: For a fused model (:class:`~thesis_lib.fusion.LateFusion`): each member's own mean
+    #: probabilities over the same clips, so a reader sees which model carried the verdict.
+    members: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {"file": self.file}
@@ -62,6 +65,8 @@ class TrackVerdict:
                  seconds=round(self.seconds, 3), trimmed=self.trimmed, padded=self.padded)
         if self.notes:
             d["notes"] = self.notes
+        if self.members:
+            d["members"] = self.members
         return d
 
 
@@ -155,6 +160,33 @@ def clip_probabilities(model: torch.nn.Module, clips: np.ndarray, batch_size: in
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "n_styles", 2)), np.float32)
 
 
+@torch.inference_mode()
+def clip_votes(model: torch.nn.Module, clips: np.ndarray, batch_size: int = THESIS.test_batch_size,
+               device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`clip_probabilities` of ``clips``, and for a fused model each member's as well.
+
+    A :class:`~thesis_lib.fusion.LateFusion` runs each member once per batch and combines
+    their logits (:meth:`~thesis_lib.fusion.LateFusion.combine`), so the members' votes cost
+    nothing extra; any other model gives ``(probabilities, {})``.
+    """
+    from .fusion import LateFusion
+
+    if not isinstance(model, LateFusion):
+        return clip_probabilities(model, clips, batch_size, device), {}
+    model.eval()
+    device = torch.device(device)
+    fused, members = [], {name: [] for name in model.members()}
+    for lo in range(0, len(clips), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(clips[lo:lo + batch_size], dtype=np.float32)).unsqueeze(1)
+        logits = {name: m(x.to(device)) for name, m in model.members().items()}
+        fused.append(torch.softmax(model.combine(list(logits.values())), 1).float().cpu())
+        for name, v in logits.items():
+            members[name].append(torch.softmax(v, 1).float().cpu())
+    if not fused:
+        return np.zeros((0, model.n_styles), np.float32), {}
+    return torch.cat(fused).numpy(), {name: torch.cat(v).numpy() for name, v in members.items()}
+
+
 def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
     """Files as given, and every audio file below each folder (:func:`thesis_lib.audio.find_audio`)."""
     for item in inputs:
@@ -190,20 +222,23 @@ def classify_track(model: torch.nn.Module, styles: list[str], path: str | Path, 
                                            f"{cfg.clip_seconds:g}-second clip ({track.seconds:.1f} s)")
                 clip = np.zeros((1, cfg.clip_samples), np.float32)
                 clip[0, :body] = (track.read(lo, lo + body) * scale).astype(np.float32, copy=False)
-                probs = clip_probabilities(model, clip, batch_size, device)
+                votes = [clip_votes(model, clip, batch_size, device)]
                 padded = True
             else:
-                probs = np.concatenate([clip_probabilities(model, batch, batch_size, device) for batch in
-                                        track.clips(lo, body // cfg.clip_samples, cfg.clip_samples, scale,
-                                                    batch_size)])
+                votes = [clip_votes(model, batch, batch_size, device) for batch in
+                         track.clips(lo, body // cfg.clip_samples, cfg.clip_samples, scale, batch_size)]
                 padded = False
+            probs = np.concatenate([p for p, _ in votes])
+            members = {name: np.concatenate([m[name] for _, m in votes]) for name in votes[0][1]}
             seconds, notes = track.seconds, list(track.notes)
     except AudioError as exc:
         return TrackVerdict(str(path), error=exc.reason)
     mean = probs.mean(0)
     return TrackVerdict(str(path), styles[int(np.argmax(mean))],
                         {s: float(p) for s, p in zip(styles, mean)}, len(probs),
-                        seconds, trimmed, padded, notes=notes)
+                        seconds, trimmed, padded, notes=notes,
+                        members={name: {s: float(p) for s, p in zip(styles, m.mean(0))}
+                                 for name, m in members.items()})
 
 
 def classify(model: torch.nn.Module, styles: list[str], inputs: Iterable[str | Path], cfg: ThesisConfig = THESIS,
@@ -224,7 +259,11 @@ def format_verdict(v: TrackVerdict) -> str:
     if v.padded:
         notes.append("padded to one clip")
     notes += v.notes
-    return f"{v.file}: {v.style}  ({probs}; {', '.join(notes)})"
+    line = f"{v.file}: {v.style}  ({probs}; {', '.join(notes)})"
+    if v.members:      # which member carried the fused verdict
+        line += "\n    " + "; ".join(f"{name} alone: {max(p, key=p.get)} {max(p.values()):.3f}"
+                                     for name, p in v.members.items())
+    return line
 
 
 def music_throughput(model: torch.nn.Module, seconds: float = 600.0, cfg: ThesisConfig = THESIS,
