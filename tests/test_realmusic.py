@@ -354,6 +354,7 @@ def test_cli_crossval_and_train_models(three_styles, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "warning: style" in out                       # one test track per style
+    assert f"(the {TRAIN_DEFAULTS.model} model; the thesis's" in out and "GTX TITAN X" not in out
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["model"] == TRAIN_DEFAULTS.model and m["settings"]["recipe"] == "robust"
     assert main(["train", "--data", str(three_styles.path), "--out", str(tmp_path / "bad"), "--model", "mel",
