@@ -61,7 +61,8 @@ class LateFusion(nn.Module):
 
     @staticmethod
     def combine(member_logits: list[torch.Tensor]) -> torch.Tensor:
-        """The fused logits from the members' own: the mean of their log-probabilities."""
+        """The fused logits from the members' own (or their log-probabilities: ``log_softmax``
+        leaves those as they are): the mean of their log-probabilities."""
         return torch.stack([F.log_softmax(v, dim=1) for v in member_logits]).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -160,31 +160,23 @@ def clip_probabilities(model: torch.nn.Module, clips: np.ndarray, batch_size: in
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "n_styles", 2)), np.float32)
 
 
-@torch.inference_mode()
 def clip_votes(model: torch.nn.Module, clips: np.ndarray, batch_size: int = THESIS.test_batch_size,
                device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """:func:`clip_probabilities` of ``clips``, and for a fused model each member's as well.
 
-    A :class:`~thesis_lib.fusion.LateFusion` runs each member once per batch and combines
-    their logits (:meth:`~thesis_lib.fusion.LateFusion.combine`), so the members' votes cost
-    nothing extra; any other model gives ``(probabilities, {})``.
+    A :class:`~thesis_lib.fusion.LateFusion`'s members are each scored once and their
+    probabilities combined by its own rule (:meth:`~thesis_lib.fusion.LateFusion.combine`,
+    which takes log-probabilities as well as logits), so the members' votes cost nothing
+    extra; any other model gives ``(probabilities, {})``.
     """
     from .fusion import LateFusion
 
     if not isinstance(model, LateFusion):
         return clip_probabilities(model, clips, batch_size, device), {}
-    model.eval()
-    device = torch.device(device)
-    fused, members = [], {name: [] for name in model.members()}
-    for lo in range(0, len(clips), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(clips[lo:lo + batch_size], dtype=np.float32)).unsqueeze(1)
-        logits = {name: m(x.to(device)) for name, m in model.members().items()}
-        fused.append(torch.softmax(model.combine(list(logits.values())), 1).float().cpu())
-        for name, v in logits.items():
-            members[name].append(torch.softmax(v, 1).float().cpu())
-    if not fused:
-        return np.zeros((0, model.n_styles), np.float32), {}
-    return torch.cat(fused).numpy(), {name: torch.cat(v).numpy() for name, v in members.items()}
+    members = {name: clip_probabilities(m, clips, batch_size, device) for name, m in model.members().items()}
+    with np.errstate(divide="ignore"):         # a probability that underflowed to 0 is a veto: log 0 = -inf
+        logs = [torch.from_numpy(np.log(p)) for p in members.values()]
+    return torch.softmax(model.combine(logs), 1).numpy(), members
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
