@@ -22,9 +22,12 @@ SR = THESIS.sample_rate
 def trained_model(toy_prepared, tmp_path_factory):
     sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
     out = tmp_path_factory.mktemp("predict_run")
-    result = train(toy_prepared, sp, TrainSettings(epochs=8, learning_rate=0.001, batch_size=4, device="cpu"),
+    # learning rate 0.003 leaves every test clip well inside its style (0.001 left one at p = 0.52,
+    # which another CPU's rounding tipped over): the tests below need a model that is sure
+    result = train(toy_prepared, sp, TrainSettings(epochs=8, learning_rate=0.003, batch_size=4, device="cpu"),
                    out, progress=False)
-    assert result.metrics["test_accuracy"] == 1.0
+    p = clip_probabilities(result.model, np.asarray(toy_prepared.clips[sp.test], np.float32))
+    assert p[np.arange(len(sp.test)), toy_prepared.style_of[sp.test]].min() > 0.9
     return out / "model.pt", result.model, sp.styles
 
 

@@ -16,7 +16,11 @@ SMALL = dict(learning_rate=0.001, batch_size=4, device="cpu")
 
 def test_training_reduces_loss_and_learns(toy_prepared, tmp_path):
     sp = split_dataset(toy_prepared, 6, 2, split="clip", seed=0)
-    result = train(toy_prepared, sp, TrainSettings(epochs=8, **SMALL), tmp_path, progress=False)
+    # learning rate 0.003, not SMALL's 0.001: at 0.001 one test clip ends at p = 0.52 for its style,
+    # and a 16-core Xeon's rounding tipped it over (the accuracy check below failed there); at 0.003
+    # every test clip ends above 0.99 for seeds 0-3
+    result = train(toy_prepared, sp, TrainSettings(epochs=8, **{**SMALL, "learning_rate": 0.003}), tmp_path,
+                   progress=False)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
     m = json.loads((tmp_path / "metrics.json").read_text())
