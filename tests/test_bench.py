@@ -36,7 +36,8 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
         assert key in b["machine"], key
     assert b["matmul_fp32"]["gflops_best"] > 0
     assert b["flops"]["training_step"] == training_flops(THESIS, 2)
-    for impl in ("reference", "fast", "fast-bf16"):      # a CPU: bf16 products timed beside fp32
+    # a CPU: bf16 products timed beside fp32, each also with its batch norms uncompiled (short runs)
+    for impl in ("reference", "fast", "fast-bf16", "fast-fp32-eager", "fast-bf16-eager"):
         r = b["training"][impl]
         assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
         assert r["gflops"] > 0 and 0 < r["fraction_of_peak"] and r["peak_rss_mb"] > 50
@@ -45,6 +46,7 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
 
     assert b["training"]["default"] == "fast"                     # what train runs here, and how
     assert b["training"]["default_precision"] == resolve_precision("auto", "fast", "cpu")
+    assert b["training"]["default_compiled_for_thesis_run"] is True   # 96,000 clips pay on a CPU
     assert set(b["inference"]["clips_per_second"]) == set(b["inference"]["clips_per_second_plain"]) == {"1", "2"}
     assert b["inference"]["music_seconds_per_second"] > 0
     p = b["preparation"]

@@ -1,5 +1,7 @@
 """The fast training path computes the same function as the plain StyleNet."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -491,8 +493,36 @@ def test_compile_pays_only_for_long_runs(monkeypatch):
     assert not fast.compile_pays(20 * 4800)
     assert fast.compile_pays(fast.COMPILE_PAYS_AFTER_CLIPS) and fast.compile_pays(400 * 4800)
     assert fast.compile_pays(600_000, clip_samples=80_000)      # 16 kHz clips: twice the saving per clip
+    # a CPU's compiled batch norms pay from about two thesis epochs; a test's few dozen clips do not
+    assert fast.compile_pays(20 * 4800, device="cpu") and not fast.compile_pays(8 * 12, device="cpu")
+    assert fast.compile_threshold(device="cpu") == fast.CPU_COMPILE_PAYS_AFTER_CLIPS
+    assert fast.compile_threshold(80_000, device="cpu") == fast.CPU_COMPILE_PAYS_AFTER_CLIPS // 2
+    assert "uncompiled (compiling pays from 10,000 clips trained, this run 96)" in fast.step_note(
+        False, 96, THESIS.clip_samples, "cpu")
     monkeypatch.setenv("THESIS_LIB_NO_COMPILE", "1")
-    assert not fast.compile_pays(400 * 4800)
+    assert not fast.compile_pays(400 * 4800) and not fast.compile_pays(400 * 4800, device="cpu")
+
+
+def test_uncompiled_cpu_wrapper_computes_what_the_compiled_one_does():
+    """Short CPU runs take the batch norms uncompiled (compile_pays): the same function, outputs,
+    gradients and running statistics as the compiled passes."""
+    torch.manual_seed(0)
+    base = StyleNet()
+    twins = [copy.deepcopy(base) for _ in range(2)]
+    x = torch.randn(3, 1, THESIS.clip_samples)
+    y = torch.tensor([0, 1, 0])
+    outs = []
+    for compiled, model in zip((True, False), twins):
+        net = fast.training_module(model, "fast", torch.device("cpu"), "fp32", compiled=compiled)
+        assert type(net) is fast.FastStyleNet and net.compiled is compiled
+        out = net(x)
+        F.cross_entropy(out, y).backward()
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(twins[0].named_parameters(), twins[1].parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=2e-3, atol=1e-5, msg=name)
+    for a, b in zip(twins[0].buffers(), twins[1].buffers()):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-6)
 
 
 def test_resolve_impl():

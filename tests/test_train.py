@@ -29,6 +29,7 @@ def test_training_reduces_loss_and_learns(toy_prepared, tmp_path):
         assert key in m
     assert m["n_train"] == 12 and m["n_test"] == 4 and m["device"] == "cpu"
     assert m["resident_step"] is None          # a CPU streams its batches; only one GPU holds the clips
+    assert m["step_compiled"] is False         # 96 clips trained: compiling would not pay (fast.compile_pays)
     assert [e["epoch"] for e in m["epochs"]] == list(range(1, 9)) and all(e["seconds"] > 0 for e in m["epochs"])
     assert np.sum(m["confusion"]) == 4
     assert m["test_accuracy"] == 1.0  # hum against whistle is easy
@@ -38,7 +39,7 @@ def test_a_run_on_resident_clips_says_how_its_step_runs(toy_prepared, monkeypatc
     """train's resident branch (one GPU holds the clips), driven on a CPU: the trainer runs its
     steps uncompiled there; the log says whether the step compiles and why, metrics record it."""
     import thesis_lib.train as train_mod
-    from thesis_lib.fast import COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer, compile_threshold
+    from thesis_lib.fast import CPU_COMPILE_PAYS_AFTER_CLIPS, ResidentTrainer, compile_threshold
 
     made = []
 
@@ -54,8 +55,8 @@ def test_a_run_on_resident_clips_says_how_its_step_runs(toy_prepared, monkeypatc
                    log=lines.append)
     assert len(made) == 1 and result.metrics["resident_step"] == "eager"
     said = [line for line in lines if "held on cpu" in line]
-    pays = round(COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / toy_prepared.clips.shape[1])
-    assert pays == compile_threshold(toy_prepared.clips.shape[1])
+    pays = round(CPU_COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / toy_prepared.clips.shape[1])
+    assert pays == compile_threshold(toy_prepared.clips.shape[1], "cpu")   # the device's threshold
     assert said == [f"the 12 training clips are held on cpu; the training step runs uncompiled "
                     f"(compiling pays from {pays:,} clips trained, this run 36)"]
     losses = [h["train_loss"] for h in result.history]

@@ -12,7 +12,9 @@ epoch of 4,800 clips at batch 480):
   bf16 with its step uncompiled (``fast-bf16-eager``: what ``train`` runs
   when compiling would not pay, :func:`~thesis_lib.fast.compile_pays`), and
   with the older phase convolutions (``fast+phase``), so that the choice
-  :func:`~thesis_lib.fast.default_convs` makes stays measured;
+  :func:`~thesis_lib.fast.default_convs` makes stays measured; on a CPU the
+  fast path in float32 and bf16, each also with its batch norms uncompiled
+  (``fast-fp32-eager``, ``fast-bf16-eager``: what ``train`` runs for short runs);
 * the FLOPs of one training step, counted from the layer shapes
   (:func:`training_flops`), the GFLOP/s each implementation achieves and
   the fraction of the fp32 matrix-multiply peak measured in this run;
@@ -169,9 +171,9 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     label = impl
     impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
-    precision, _, mode = precision.partition("-")   # "fast-bf16-eager": its CUDA step uncompiled
+    precision, _, mode = precision.partition("-")   # "fast-bf16-eager": uncompiled (CUDA step, CPU batch norms)
     impl, _, convs = impl.partition("+")            # "fast+phase": the older CUDA convolutions
-    net = training_module(model, impl, dev, precision or "fp32")
+    net = training_module(model, impl, dev, precision or "fp32", compiled=mode != "eager")
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
     step_times, loss = [], None
@@ -418,7 +420,7 @@ def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: in
     del mm
     training: dict = {}
     impls = (("reference", "fast", "fast-tf32", "fast-bf16", "fast-bf16-eager", "fast+phase", "fast+phase-bf16")
-             if dev.type == "cuda" else ("reference", "fast", "fast-bf16"))
+             if dev.type == "cuda" else ("reference", "fast", "fast-bf16", "fast-fp32-eager", "fast-bf16-eager"))
     for impl in impls:
         r = run(_train_child, str(clips_file), sizes.clips, sizes.batch, sizes.epochs,
                 sizes.warmup_steps, impl, str(dev), threads)
@@ -434,9 +436,10 @@ def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: in
     ref, fast = training["reference"], training["fast"]
     training["default"] = resolve_impl("auto", dev)   # what train uses here
     training["default_precision"] = precision = resolve_precision("auto", "auto", dev)
-    if dev.type == "cuda":      # the resident step compiles only for long runs; the thesis's does not
-        training["default_compiled_for_thesis_run"] = compiled = compile_pays(THESIS.epochs * sizes.clips)
-        precision += ", compiled" if compiled else " uncompiled, for the thesis's 20 epochs"
+    # compiling pays only for long enough runs (fast.compile_pays): on CUDA not for the thesis's 20
+    # epochs, on a CPU from about two epochs of its clips
+    training["default_compiled_for_thesis_run"] = compiled = compile_pays(THESIS.epochs * 2 * THESIS.train_per_style, device=dev)
+    precision += ", compiled" if compiled else " uncompiled, for the thesis's 20 epochs"
     log(f"train's default here: {training['default']} in {precision} (--precision auto)")
     training["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]
     training["thesis_titan_x_seconds_per_epoch"] = THESIS_SECONDS_PER_EPOCH

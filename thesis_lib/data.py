@@ -232,7 +232,7 @@ def _read_index(index_file: Path) -> dict:
             raise bad(f"the field {name!r} is not {want}")
     k = len(index["tracks"])
     if len(index["track_style"]) != k or len(index["clips_per_track"]) != k:
-        raise bad(f"'tracks', 'track_style' and 'clips_per_track' differ in length")
+        raise bad("'tracks', 'track_style' and 'clips_per_track' differ in length")
     if any(s >= len(index["styles"]) for s in index["track_style"]):
         raise bad("a track's style number is not one of its styles")
     if sum(index["clips_per_track"]) != index["n_clips"]:

@@ -279,14 +279,15 @@ class AffineInputConv1d(torch.autograd.Function):
         return None, None, None, d_gamma, d_beta, dw, db, None
 
 
-def input_stem(x: torch.Tensor, bn: nn.BatchNorm1d, conv: nn.Conv1d) -> torch.Tensor:
+def input_stem(x: torch.Tensor, bn: nn.BatchNorm1d, conv: nn.Conv1d, compiled: bool = True) -> torch.Tensor:
     """``conv(bn(x))`` for the net's first two stages; on a CPU, when ``x`` needs no gradient
     (training), through :class:`AffineInputConv1d`, which folds the batch norm into conv1's
-    filters and skips conv1's input gradient (together about 10 % of a training step here)."""
+    filters and skips conv1's input gradient (together about 10 % of a training step here).
+    ``compiled``: the batch statistics through the compiled reduction (:func:`batch_statistics`)."""
     if (x.requires_grad or x.device.type != "cpu" or x.shape[1] != 1 or not frame_shaped(conv)
             or bn.weight is None):
         return conv1d(bn(x), conv)
-    mean, var = batch_statistics(x, bn, compiled=True)
+    mean, var = batch_statistics(x, bn, compiled=compiled)
     return AffineInputConv1d.apply(x, mean.reshape(1), torch.rsqrt(var + bn.eps).reshape(1),
                                    bn.weight, bn.bias, conv.weight, conv.bias, conv.stride[0])
 
@@ -363,30 +364,33 @@ def relu_norm_statistics(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 
 def relu_norm(h: torch.Tensor, bn: nn.BatchNorm1d, dtype: torch.dtype | None = None,
-              time_major: bool = False) -> torch.Tensor:
+              time_major: bool = False, compiled: bool = True) -> torch.Tensor:
     """``bn(relu(h))``: in training mode on a CPU one fused pass (:func:`relu_norm_statistics`,
-    compiled), with the running averages updated as :class:`torch.nn.BatchNorm1d` does; the result
-    in ``dtype`` (default: the parameters') and, if ``time_major``, time-major in memory -- what the
-    next convolution reads fastest."""
+    compiled unless ``compiled`` is false), with the running averages updated as
+    :class:`torch.nn.BatchNorm1d` does; the result in ``dtype`` (default: the parameters') and, if
+    ``time_major``, time-major in memory -- what the next convolution reads fastest."""
     dtype = dtype or (h.dtype if bn.weight is None else bn.weight.dtype)
     if not bn.training or h.device.type != "cpu" or bn.weight is None:
         return bn(torch.relu(h).to(bn.running_mean.dtype)).to(dtype)
-    y, mean, var = relu_norm_statistics(h, bn.weight, bn.bias, bn.eps, dtype, time_major)
+    fn = relu_norm_statistics if compiled else relu_norm_statistics.fn
+    y, mean, var = fn(h, bn.weight, bn.bias, bn.eps, dtype, time_major)
     update_running_statistics(bn, mean, var, h.numel() // h.shape[1])
     return y
 
 
-def fast_forward(model, x: torch.Tensor, compute: torch.dtype | None = None) -> torch.Tensor:
+def fast_forward(model, x: torch.Tensor, compute: torch.dtype | None = None, compiled: bool = True) -> torch.Tensor:
     """``model(x)`` computed with the fast convolutions; same parameters, same result.
 
     The convolutions read time-major activations in ``compute`` (default: float32), which
     is the dtype of conv2's and later convolutions' products (:func:`conv1d`); the last batch norm
-    hands the fc layer float32 in the model's own layout."""
+    hands the fc layer float32 in the model's own layout. ``compiled``: a CPU's batch norms through
+    the compiled passes (:class:`fused`); false for runs too short to pay for compiling them
+    (:func:`compile_pays`)."""
     convs, norms = model.conv_layers(), model.norm_layers()
-    h = input_stem(x.unsqueeze(1) if x.dim() == 2 else x, norms[0], convs[0])
+    h = input_stem(x.unsqueeze(1) if x.dim() == 2 else x, norms[0], convs[0], compiled)
     for conv, bn in zip(convs[1:], norms[1:]):
-        h = conv1d(relu_norm(h, bn, compute, time_major=frame_shaped(conv)), conv, compute)
-    h = relu_norm(h, norms[-1]).flatten(1)
+        h = conv1d(relu_norm(h, bn, compute, time_major=frame_shaped(conv), compiled=compiled), conv, compute)
+    h = relu_norm(h, norms[-1], compiled=compiled).flatten(1)
     if compute is not None and compute != h.dtype:     # bf16: the fc layer's products as well
         with torch.autocast(h.device.type, dtype=compute):
             h = model.fc(h)
@@ -399,24 +403,27 @@ class FastStyleNet(nn.Module):
     """Wraps a :class:`StyleNet` so that calling it runs :func:`fast_forward`.
 
     Holds the very same parameters (no copies): optimising the wrapper trains
-    the wrapped model, whose ``state_dict`` is what gets saved.
+    the wrapped model, whose ``state_dict`` is what gets saved. ``compiled``: whether a CPU's batch
+    norms run through the compiled passes (:func:`compile_pays`); the CUDA wrappers below ignore it
+    (there :class:`ResidentTrainer` compiles the whole step, or nothing).
     """
 
     forward_fn = staticmethod(fast_forward)
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, compiled: bool = True):
         super().__init__()
         self.net = model
+        self.compiled = compiled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_fn(self.net, x)
+        return self.forward_fn(self.net, x, compiled=self.compiled)
 
 
-def bf16_forward(model, x: torch.Tensor) -> torch.Tensor:
+def bf16_forward(model, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
     """``model(x)`` with bfloat16 operands in the products of conv2, conv3 and the fc layer, and
     bfloat16 activations between them; conv1, the batch norms' arithmetic, the output layer and
     every weight and weight gradient float32."""
-    return fast_forward(model, x, torch.bfloat16)
+    return fast_forward(model, x, torch.bfloat16, compiled)
 
 
 class Bf16StyleNet(FastStyleNet):
@@ -502,12 +509,14 @@ def tune_allocator() -> bool:
     return ok
 
 
-def training_module(model: nn.Module, impl: str, device: torch.device, precision: str = "auto") -> nn.Module:
+def training_module(model: nn.Module, impl: str, device: torch.device, precision: str = "auto",
+                    compiled: bool = True) -> nn.Module:
     """The module a training step calls: the fast wrapper or the model itself.
 
     Choosing the fast path on a CPU also applies :func:`tune_allocator`; there ``precision="bf16"``
     runs the activations and products from conv2 to the fc layer in bfloat16 (:class:`Bf16StyleNet`),
-    and ``"tf32"`` (a GPU format) is float32.
+    ``"tf32"`` (a GPU format) is float32, and ``compiled`` says whether its batch norms run through
+    the compiled passes (``train`` asks :func:`compile_pays`).
     """
     precision = resolve_precision(precision, impl, device)
     if resolve_impl(impl, device) != "fast":
@@ -515,7 +524,7 @@ def training_module(model: nn.Module, impl: str, device: torch.device, precision
     if torch.device(device).type == "cuda":
         return PhaseStyleNet(model)
     tune_allocator()
-    return Bf16StyleNet(model) if precision == "bf16" else FastStyleNet(model)
+    return (Bf16StyleNet if precision == "bf16" else FastStyleNet)(model, compiled)
 
 
 # --- the CUDA training path (measured on one H100, chapter 8 and the README's "GPU") -------------
@@ -630,9 +639,11 @@ def _phase_or_plain(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return phase_conv1d(h, conv) if frame_shaped(conv) else conv(h)
 
 
-def phase_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def phase_forward(model: nn.Module, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
     """``model(x)`` for a :class:`~thesis_lib.model.StyleNet` through :func:`phase_conv1d` and
-    :func:`plain_batch_norm`; the model's own parameters and buffers, the same result."""
+    :func:`plain_batch_norm`; the model's own parameters and buffers, the same result.
+    ``compiled`` (every wrapper's forward takes it) is unused: on CUDA :class:`ResidentTrainer`
+    compiles the whole step or nothing."""
     return forward_with(model, x, _phase_or_plain, plain_batch_norm)
 
 
@@ -689,9 +700,10 @@ def _time_major_norm(h: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     return plain_batch_norm(h, bn, channel_dim=2)
 
 
-def block_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def block_forward(model: nn.Module, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
     """``model(x)`` for a :class:`~thesis_lib.model.StyleNet` with every activation time-major,
-    the convolutions by :func:`block_conv1d` and batch norm by :func:`plain_batch_norm`."""
+    the convolutions by :func:`block_conv1d` and batch norm by :func:`plain_batch_norm`
+    (``compiled`` unused, as in :func:`phase_forward`)."""
     return forward_with(model, x, _block_or_plain, _time_major_norm, time_major=True)
 
 
@@ -724,18 +736,37 @@ def default_convs(device: torch.device) -> str:
 #: 3.1 s instead of 30.7 s.
 COMPILE_PAYS_AFTER_CLIPS = 1_000_000
 
+#: The same for a CPU's compiled batch norms (:class:`fused`). Measured on this project's 2-core
+#: CPU (thesis clips, batch 480): an epoch of 4,800 clips takes 10.4 s compiled against 20.2 s
+#: uncompiled in float32, 6.2 against 19.9 s in bf16 -- 2 to 3 ms saved a clip -- and compiling costs
+#: about 18 s with an empty compiler cache, 3 to 5 s from torch's disk cache: it pays after about
+#: 10,000 clips even from cold. On a 16-core Xeon (the GPU machine's, 2026-11-27) a test that
+#: trains the thesis net on a few dozen clips took 63 to 93 s, nearly all of it compiling.
+CPU_COMPILE_PAYS_AFTER_CLIPS = 10_000
 
-def compile_threshold(clip_samples: int = THESIS.clip_samples) -> int:
-    """Clips of ``clip_samples`` a run must pass through the net for compiling its step to pay:
-    :data:`COMPILE_PAYS_AFTER_CLIPS` counts the thesis's 5-second clips at 8 kHz, and the saving
-    grows with the samples a clip has."""
-    return round(COMPILE_PAYS_AFTER_CLIPS * THESIS.clip_samples / clip_samples)
+
+def compile_threshold(clip_samples: int = THESIS.clip_samples, device: str | torch.device = "cuda") -> int:
+    """Clips of ``clip_samples`` a run on ``device`` must pass through the net for compiling its step
+    to pay: :data:`COMPILE_PAYS_AFTER_CLIPS` (CUDA) or :data:`CPU_COMPILE_PAYS_AFTER_CLIPS` counts the
+    thesis's 5-second clips at 8 kHz, and the saving grows with the samples a clip has."""
+    after = CPU_COMPILE_PAYS_AFTER_CLIPS if torch.device(device).type == "cpu" else COMPILE_PAYS_AFTER_CLIPS
+    return round(after * THESIS.clip_samples / clip_samples)
 
 
-def compile_pays(clips_to_train: int, clip_samples: int = THESIS.clip_samples) -> bool:
-    """Whether a run that passes ``clips_to_train`` clips of ``clip_samples`` through the net should
-    compile its step (:func:`compile_threshold`; never where :func:`compiler_allowed` says no)."""
-    return clips_to_train >= compile_threshold(clip_samples) and compiler_allowed()
+def compile_pays(clips_to_train: int, clip_samples: int = THESIS.clip_samples,
+                 device: str | torch.device = "cuda") -> bool:
+    """Whether a run on ``device`` that passes ``clips_to_train`` clips of ``clip_samples`` through the
+    net should compile its step (:func:`compile_threshold`; never where :func:`compiler_allowed` says no)."""
+    return clips_to_train >= compile_threshold(clip_samples, device) and compiler_allowed()
+
+
+def step_note(compiled: bool, passes: int, clip_samples: int, device: str | torch.device) -> str:
+    """The log's word on how the training step runs: compiled, or uncompiled and why
+    (:func:`compile_pays`)."""
+    if compiled:
+        return "the training step runs compiled"
+    return (f"the training step runs uncompiled (compiling pays from "
+            f"{compile_threshold(clip_samples, device):,} clips trained, this run {passes:,})")
 
 
 def fits_on_device(n_clips: int, clip_samples: int, device: torch.device, share: float = 0.4) -> bool:

@@ -184,9 +184,13 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.learning_rate, total_steps=steps, pct_start=0.1)
     net = model
     if settings.model == "thesis":
-        from .fast import training_module
+        from .fast import compile_pays, step_note, training_module
 
-        net = training_module(model, settings.impl, device, settings.precision)
+        passes = settings.epochs * n_epoch
+        net = training_module(model, settings.impl, device, settings.precision,
+                              compiled=compile_pays(passes, ds.clips.shape[1], device))
+        if device.type == "cpu" and net is not model:
+            log(step_note(net.compiled, passes, ds.clips.shape[1], device))
     aug = AugmentSettings()
     history: list[dict] = []
     best_key, best_state = None, None

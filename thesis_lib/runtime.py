@@ -67,12 +67,15 @@ def _read_int(path: Path) -> int | None:
 
 
 def proc_memory(key: str, path: Path = Path("/proc/self/status")) -> int | None:
-    """Bytes in a ``Key:  value kB`` line of a Linux ``/proc`` file (``VmRSS``, ``VmHWM`` of this
-    process's ``status``; ``MemAvailable`` of ``/proc/meminfo``); ``None`` where there is none."""
+    """Bytes in the ``key`` line of a Linux ``/proc`` or cgroup file: ``Key:  value kB`` lines
+    (``VmRSS``, ``VmHWM`` of this process's ``status``; ``MemAvailable`` of ``/proc/meminfo``; kB
+    made bytes) or ``key value`` lines in bytes (a cgroup's ``memory.stat``); ``None`` where there
+    is none."""
     try:
         for line in path.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].rstrip(":") == key and parts[1].isdigit():
+                return int(parts[1]) * (1024 if parts[2:3] == ["kB"] else 1)
     except OSError:
         pass
     return None
@@ -81,18 +84,6 @@ def proc_memory(key: str, path: Path = Path("/proc/self/status")) -> int | None:
 def resident_memory(proc: Path = Path("/proc")) -> int:
     """Bytes this process holds in memory now (``VmRSS``; 0 where unknown)."""
     return proc_memory("VmRSS", proc / "self" / "status") or 0
-
-
-def _stat(path: Path, key: str) -> int:
-    """One field of a cgroup's ``memory.stat`` (0 where missing)."""
-    try:
-        for line in path.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == key and value.strip().isdigit():
-                return int(value)
-    except OSError:
-        pass
-    return 0
 
 
 def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
@@ -109,7 +100,7 @@ def available_memory(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cg
                                        "memory/memory.stat", "total_inactive_file")):
         lim, used = _read_int(cgroup / limit), _read_int(cgroup / usage)
         if lim is not None and used is not None and lim < 1 << 60:   # v1 writes a huge number for "none"
-            working_set = max(0, used - _stat(cgroup / stat, cache))
+            working_set = max(0, used - (proc_memory(cache, cgroup / stat) or 0))
             found.append(max(0, lim - working_set))
             break
     return min(found) if found else None

@@ -28,8 +28,8 @@ from .checkpoint import (CheckpointError, atomic_save, model_state, read_checkpo
 from .config import THESIS, ThesisConfig, TrainSettings
 from . import distributed
 from .data import PreparedDataset, Split, label_of
-from .fast import (ResidentTrainer, compile_pays, compile_threshold, fits_on_device, resolve_impl,
-                   resolve_precision, training_module)
+from .fast import (ResidentTrainer, compile_pays, fits_on_device, resolve_impl,
+                   resolve_precision, step_note, training_module)
 from .model import StyleNet
 from .predict import clip_probabilities
 from .runtime import available_memory, resident_memory, select_device, synchronize
@@ -248,13 +248,17 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         history = list(_resume_state["history"])
     y_train = label_of(ds, split.train, split)
     y_test = label_of(ds, split.test, split)
-    net = training_module(model, settings.impl, device, settings.precision)
+    passes = settings.epochs * len(split.train)
+    net = training_module(model, settings.impl, device, settings.precision,
+                          compiled=compile_pays(passes, ds.clips.shape[1], device))
+    cpu_fast = device.type == "cpu" and net is not model      # a CPU's fast path: compiled batch norms or not
+    cpu_compiled = cpu_fast and net.compiled
     resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
     if resident is not None:
-        passes = settings.epochs * len(split.train)
-        log(f"the {len(split.train):,} training clips are held on {device}; the training step runs "
-            + ("compiled" if resident.compiled else f"uncompiled (compiling pays from "
-               f"{compile_threshold(ds.clips.shape[1]):,} clips trained, this run {passes:,})"))
+        log(f"the {len(split.train):,} training clips are held on {device}; "
+            + step_note(resident.compiled, passes, ds.clips.shape[1], device))
+    elif cpu_fast:
+        log(step_note(cpu_compiled, passes, ds.clips.shape[1], device))
     if resident is None and device.type == "cuda" and settings.precision != "fp32":
         # tf32 and bf16 belong to the resident trainer; the streaming CUDA path computes in float32
         if asked != "auto":
@@ -289,7 +293,9 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     metrics = {**evaluate(model, ds, split.test, y_test, split.styles, settings.test_batch_size, device),
                **_run_facts(ds, split, settings, device, history),
                # the CUDA step: clips resident on the GPU, compiled or eager (compile_pays); None: streamed
-               "resident_step": None if resident is None else ("compiled" if resident.compiled else "eager")}
+               "resident_step": None if resident is None else ("compiled" if resident.compiled else "eager"),
+               # whether the step ran compiled code (the resident CUDA step, or a CPU's batch norms)
+               "step_compiled": bool(resident.compiled if resident is not None else cpu_compiled)}
     if out is not None:
         save_model(model, split.styles, out / "model.pt", metrics=jsonable(metrics), settings=asdict(settings))
         (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1))
@@ -310,7 +316,7 @@ def resident_trainer(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDa
         return None
     return ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
                            precision=settings.precision,
-                           compile=compile_pays(settings.epochs * len(idx), ds.clips.shape[1]))
+                           compile=compile_pays(settings.epochs * len(idx), ds.clips.shape[1], device))
 
 
 def _training_state(model, opt, split: Split, ds: PreparedDataset, settings: TrainSettings,
