@@ -313,6 +313,12 @@ def test_training_that_cannot_fit_is_refused_before_it_starts(toy_prepared, tmp_
     small = train_mod.training_memory(12, "fast", "fp32") - held                     # 12 clips: a batch holds 12
     assert train_mod.memory_problem(s, cpu, available=small + 1, clips=12) is None
     assert "batch 12 needs" in train_mod.memory_problem(s, cpu, available=small - (1 << 20), clips=12)
+    # a run too short to compile its batch norms keeps more intermediates per clip: the check says so
+    eager = train_mod.training_memory(480, "fast", "fp32", compiled=False)
+    assert eager > need
+    assert train_mod.memory_problem(s, cpu, available=eager - held + 1, compiled=False) is None
+    assert "fast, fp32, uncompiled" in train_mod.memory_problem(s, cpu, available=eager - held - (1 << 20),
+                                                                compiled=False)
     monkeypatch.setenv("THESIS_LIB_NO_MEMORY_CHECK", "1")
     assert train_mod.memory_problem(s, cpu, available=0) is None
     monkeypatch.delenv("THESIS_LIB_NO_MEMORY_CHECK")

@@ -271,8 +271,6 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
         from .data import DatasetError
         raise DatasetError(f"{problem}: prepare the data at that rate (thesis_lib.robust.prepared_for) "
                            "or set sample_rate")
-    if settings.model == "thesis" and (problem := memory_problem(settings, device, cfg)):
-        raise NotEnoughMemory(problem)        # the log-mel models are small (batch 32, a 0.2 MB net)
     model = build_model(settings.model, len(split.styles), cfg, settings.dropout).to(device)
     remap = {ds.styles.index(name): i for i, name in enumerate(split.styles)}
     per_clip = split.mode == "clip"
@@ -282,6 +280,14 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     else:
         train_tracks = np.unique(ds.track_of[split.train])
         labels = np.array([remap[int(ds.track_style[t])] for t in train_tracks], np.int64)
+    if settings.model == "thesis":            # the log-mel models are small (batch 32, a 0.2 MB net)
+        from .fast import compile_pays
+
+        # an epoch takes at most every clip of the training tracks: does even that pay for compiling?
+        most = settings.epochs * max(settings.batch_size, len(train_tracks) if per_clip
+                                     else int(np.isin(ds.track_of, train_tracks).sum()))
+        if problem := memory_problem(settings, device, cfg, compiled=compile_pays(most, ds.clips.shape[1], device)):
+            raise NotEnoughMemory(problem)
     t0 = time.perf_counter()
     history = fit_robust(model, ds, train_tracks, labels, settings, device, progress, log, per_clip=per_clip)
     seconds = time.perf_counter() - t0

@@ -169,30 +169,39 @@ class NotEnoughMemory(MemoryError):
 
 
 #: Peak resident memory of a process training the thesis net on a CPU, in MB: a fixed part and a
-#: part per clip of the batch (the thesis's 40,000 samples), per implementation and precision.
-#: Measured on this project's 2-core machine (torch 2.13, a fresh process, two steps at batch 60
-#: and at 480): reference fp32 647 / 2,183 MB, fast fp32 752 / 3,228, fast bf16 638 / 2,272.
-TRAINING_MEMORY_MB = {"fixed": 450.0, ("reference", "fp32"): 3.7, ("fast", "fp32"): 5.9, ("fast", "bf16"): 3.9}
+#: part per clip of the batch (the thesis's 40,000 samples), per implementation and precision, and
+#: for the fast path with its batch norms uncompiled (``"eager"``: runs too short for compiling to
+#: pay, :func:`~thesis_lib.fast.compile_pays`; the plain passes keep more intermediates). Measured on
+#: this project's 2-core machine (torch 2.13, a fresh process, two steps at batch 60 and at 480):
+#: reference fp32 647 / 2,183 MB, fast fp32 752 / 3,228, fast bf16 625-638 / 1,934-2,858 (the
+#: compiler's own memory varies; the larger is kept), eager fp32 814 / 3,408, eager bf16 817-821 /
+#: 3,988-4,098.
+TRAINING_MEMORY_MB = {"fixed": 450.0, ("reference", "fp32"): 3.7, ("fast", "fp32"): 5.9, ("fast", "bf16"): 5.3,
+                      ("fast", "fp32", "eager"): 6.2, ("fast", "bf16", "eager"): 7.8}
 
 
-def _mb_per_clip(impl: str, precision: str, cfg: ThesisConfig) -> float:
-    """:data:`TRAINING_MEMORY_MB` for one clip of ``cfg``'s length (TF32, a GPU format, is float32 on a CPU)."""
-    per_clip = TRAINING_MEMORY_MB.get((impl, precision), TRAINING_MEMORY_MB[(impl, "fp32")])
+def _mb_per_clip(impl: str, precision: str, cfg: ThesisConfig, compiled: bool = True) -> float:
+    """:data:`TRAINING_MEMORY_MB` for one clip of ``cfg``'s length (TF32, a GPU format, is float32 on a
+    CPU; ``compiled`` false: the fast path's uncompiled batch norms)."""
+    mode = () if compiled or impl != "fast" else ("eager",)
+    per_clip = TRAINING_MEMORY_MB.get((impl, precision) + mode, TRAINING_MEMORY_MB[(impl, "fp32") + mode])
     return per_clip * cfg.clip_samples / THESIS.clip_samples
 
 
-def training_memory(batch_size: int, impl: str, precision: str, cfg: ThesisConfig = THESIS) -> int:
+def training_memory(batch_size: int, impl: str, precision: str, cfg: ThesisConfig = THESIS,
+                    compiled: bool = True) -> int:
     """Bytes a CPU training run of the thesis net is expected to peak at (:data:`TRAINING_MEMORY_MB`)."""
-    return int((TRAINING_MEMORY_MB["fixed"] + batch_size * _mb_per_clip(impl, precision, cfg)) * 2 ** 20)
+    return int((TRAINING_MEMORY_MB["fixed"] + batch_size * _mb_per_clip(impl, precision, cfg, compiled)) * 2 ** 20)
 
 
 def memory_problem(settings: TrainSettings, device: torch.device, cfg: ThesisConfig = THESIS,
-                   available: int | None = None, clips: int | None = None) -> str | None:
+                   available: int | None = None, clips: int | None = None, compiled: bool = True) -> str | None:
     """Why a CPU training run with ``settings`` would not fit in the memory left, or ``None``.
 
     A process past its container's limit is killed without a word (on Binder, about 2 GB, a
     notebook's kernel just dies); this says so before the first step, and which batch fits.
-    ``clips``: the training clips, when fewer than a batch (then a batch holds only them).
+    ``clips``: the training clips, when fewer than a batch (then a batch holds only them);
+    ``compiled``: whether the fast path's batch norms will be compiled (:func:`compile_pays`).
     """
     if device.type != "cpu" or os.environ.get("THESIS_LIB_NO_MEMORY_CHECK"):
         return None
@@ -200,15 +209,17 @@ def memory_problem(settings: TrainSettings, device: torch.device, cfg: ThesisCon
     impl = resolve_impl(settings.impl, device)
     precision = resolve_precision(settings.precision, settings.impl, device)
     batch = min(settings.batch_size, clips) if clips else settings.batch_size
-    need = training_memory(batch, impl, precision, cfg)
+    need = training_memory(batch, impl, precision, cfg, compiled)
     held = resident_memory()                     # counted in the container's usage already
     if available is None or need <= available + held:
         return None
-    fits = int(((available + held) / 2 ** 20 - TRAINING_MEMORY_MB["fixed"]) / _mb_per_clip(impl, precision, cfg))
+    fits = int(((available + held) / 2 ** 20 - TRAINING_MEMORY_MB["fixed"])
+               / _mb_per_clip(impl, precision, cfg, compiled))
     advice = (f"a smaller --batch-size (about {fits} fits; the thesis used {THESIS.batch_size})" if fits >= 1
               else "closing other programs")
+    how = f"{impl}, {precision}" + (", uncompiled" if impl == "fast" and not compiled else "")
     return (f"training the thesis net at batch {batch} needs about {need / 1e9:.1f} GB here "
-            f"({impl}, {precision}); this process holds {held / 1e9:.1f} GB and this machine or its "
+            f"({how}); this process holds {held / 1e9:.1f} GB and this machine or its "
             f"container has {available / 1e9:.1f} GB more. "
             f"Try {advice}, or a machine with more memory (THESIS_LIB_NO_MEMORY_CHECK=1 trains anyway)")
 
@@ -227,7 +238,9 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     """
     device = select_device(settings.device)
     cfg = settings.applied_to(cfg)              # model.pt records the settings really used
-    problem = memory_problem(settings, device, cfg, clips=len(split.train))
+    passes = settings.epochs * len(split.train)
+    compiled = compile_pays(passes, ds.clips.shape[1], device)   # a CPU's batch norms, a GPU's step
+    problem = memory_problem(settings, device, cfg, clips=len(split.train), compiled=compiled)
     if problem:
         raise NotEnoughMemory(problem)
     info, device, own_group = distributed.setup(device)
@@ -248,9 +261,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
         history = list(_resume_state["history"])
     y_train = label_of(ds, split.train, split)
     y_test = label_of(ds, split.test, split)
-    passes = settings.epochs * len(split.train)
-    net = training_module(model, settings.impl, device, settings.precision,
-                          compiled=compile_pays(passes, ds.clips.shape[1], device))
+    net = training_module(model, settings.impl, device, settings.precision, compiled=compiled)
     cpu_fast = device.type == "cpu" and net is not model      # a CPU's fast path: compiled batch norms or not
     cpu_compiled = cpu_fast and net.compiled
     resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
