@@ -308,13 +308,23 @@ def compiler_allowed() -> bool:
 
 
 class fused:
-    """``fn`` compiled (``torch.compile``, dynamic shapes: one set of kernels for every batch size
-    and clip length) where compiling works on this machine, else ``fn`` itself.
+    """``fn`` compiled (``torch.compile``) where compiling works on this machine and computes what
+    ``fn`` computes, else ``fn`` itself.
 
-    Any failure of the compiler (no C++ toolchain, an unsupported platform) warns once and keeps
-    the plain function, which computes the same thing; an error that the plain function raises as
-    well belongs to the input and is raised, the compiled function kept. ``THESIS_LIB_NO_COMPILE=1``
-    keeps it plain.
+    The first argument's batch dimension is symbolic (one set of kernels for every batch size of a
+    layer) and its other dimensions are fixed (one compilation per layer: a few per run). With
+    every dimension symbolic (``dynamic=True``, as here until 2026-11-27), torch 2.13's CPU kernels
+    for these 8-channel batch norms wrote outside their buffers in training: glibc aborted the
+    process (``munmap_chunk(): invalid pointer``) for some shapes, and with only the channel count
+    fixed, for others; fixed shapes ran clean in every case tried, and a symbolic batch as fast as
+    before (a bf16 epoch 6.2-6.6 s here; all fixed: 7.5-8.1 s). ``tests/test_fast.py`` runs the
+    training pass in a fresh process at several batch sizes to check.
+    The first result for each new input shape is checked against ``fn`` (one extra uncompiled
+    evaluation): where they disagree -- with ``ATEN_CPU_CAPABILITY=avx2`` on this AVX-512 machine
+    the compiled variance came out half the true one -- it warns and keeps ``fn`` from then on.
+    Any failure of the compiler (no C++ toolchain, an unsupported platform) likewise warns once and
+    keeps the plain function; an error that the plain function raises as well belongs to the input
+    and is raised. ``THESIS_LIB_NO_COMPILE=1`` keeps it plain.
     Compiling takes a few seconds on a process's first call (torch caches the kernels on disk), and
     is set up only then: ``torch.compile`` imports the compiler, 3 s of every process that imports
     this module (each chapter of the book) whether it trains or not.
@@ -325,21 +335,59 @@ class fused:
     def __init__(self, fn):
         self.fn = fn
         self.compiled = fused.UNSET
+        self.checked: set[tuple] = set()       # input signatures whose compiled result matched fn's
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
         if self.compiled is fused.UNSET:
-            self.compiled = torch.compile(self.fn, dynamic=True) if compiler_allowed() else None
+            self.compiled = torch.compile(self.fn, dynamic=None) if compiler_allowed() else None
         if self.compiled is None:
             return self.fn(*args)
+        x = args[0] if args else None
+        if torch.is_tensor(x) and x.dim():  # batch free, channels and time fixed (the class's doc says why)
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+            for d in range(1, x.dim()):
+                torch._dynamo.mark_static(x, d)
         try:
-            return self.compiled(*args)
+            out = self.compiled(*args)
         except Exception as err:                            # noqa: BLE001 - the compiler's, or the input's?
-            out = self.fn(*args)                            # a bad input fails here too, with its own error
-            self.compiled = None
-            warnings.warn(f"torch.compile failed here ({type(err).__name__}: {str(err)[:200]}); "
-                          f"{self.fn.__name__} runs uncompiled (same results, slower)")
-            return out
+            return self._give_up(args, f"torch.compile failed here ({type(err).__name__}: {str(err)[:200]})")
+        key = tuple((tuple(a.shape), a.dtype) if torch.is_tensor(a) else a for a in args)
+        if key not in self.checked:
+            low = any(torch.is_tensor(a) and a.dtype in _HALF for a in args)   # bf16 activations in
+            with torch.no_grad():
+                err = _disagreement(out, self.fn(*args), low)
+            if err is not None:
+                return self._give_up(args, f"the compiled {self.fn.__name__} disagreed with the plain "
+                                           f"function here ({err})")
+            self.checked.add(key)
+        return out
+
+    def _give_up(self, args, why: str):
+        out = self.fn(*args)                                # a bad input fails here too, with its own error
+        self.compiled = None
+        warnings.warn(f"{why}; {self.fn.__name__} runs uncompiled from now on (same results, slower)")
+        return out
+
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _disagreement(got, want, low_precision: bool = False) -> str | None:
+    """Where the tensors of ``got`` and ``want`` (tuples, or one tensor) differ by more than
+    rounding allows -- relative to the largest magnitude among them (a mean near zero is judged on
+    the scale of its variance), 1e-3 in float32, 3e-2 where an input or the output is 16-bit (the
+    compiler computes a bf16 input's statistics in float32, the plain function in bf16: 0.7 % apart
+    here) -- a few words saying how much; else ``None``."""
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    scale = max((float(b.detach().abs().max()) for b in want if b.numel()), default=0.0)
+    for i, (a, b) in enumerate(zip(got, want)):
+        tol = 3e-2 if low_precision or a.dtype in _HALF else 1e-3
+        a, b = a.detach().double(), b.detach().double()
+        diff = float((a - b).abs().max()) if b.numel() else 0.0
+        if a.shape != b.shape or not diff <= tol * max(scale, 1e-6):
+            return f"output {i}: largest difference {diff:.3g} against magnitudes up to {scale:.3g}"
+    return None
 
 
 @fused
