@@ -43,9 +43,9 @@ def test_a_run_on_resident_clips_says_how_its_step_runs(toy_prepared, monkeypatc
 
     made = []
 
-    def on_cpu(model, opt, ds, idx, labels, settings, device, info):
+    def on_cpu(model, opt, ds, idx, labels, settings, device, info, compiled):
         made.append(ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
-                                    precision=settings.precision, compile=False))
+                                    precision=settings.precision, compile=compiled))   # train's decision
         return made[-1]
 
     monkeypatch.setattr(train_mod, "resident_trainer", on_cpu)

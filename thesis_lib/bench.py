@@ -438,7 +438,8 @@ def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: in
     training["default_precision"] = precision = resolve_precision("auto", "auto", dev)
     # compiling pays only for long enough runs (fast.compile_pays): on CUDA not for the thesis's 20
     # epochs, on a CPU from about two epochs of its clips
-    training["default_compiled_for_thesis_run"] = compiled = compile_pays(THESIS.epochs * 2 * THESIS.train_per_style, device=dev)
+    thesis_run = THESIS.epochs * 2 * THESIS.train_per_style
+    training["default_compiled_for_thesis_run"] = compiled = compile_pays(thesis_run, device=dev)
     precision += ", compiled" if compiled else " uncompiled, for the thesis's 20 epochs"
     log(f"train's default here: {training['default']} in {precision} (--precision auto)")
     training["speedup"] = ref["seconds_per_epoch"] / fast["seconds_per_epoch"]

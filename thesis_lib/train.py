@@ -264,7 +264,7 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
     net = training_module(model, settings.impl, device, settings.precision, compiled=compiled)
     cpu_fast = device.type == "cpu" and net is not model      # a CPU's fast path: compiled batch norms or not
     cpu_compiled = cpu_fast and net.compiled
-    resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info)
+    resident = resident_trainer(model, opt, ds, split.train, y_train, settings, device, info, compiled)
     if resident is not None:
         log(f"the {len(split.train):,} training clips are held on {device}; "
             + step_note(resident.compiled, passes, ds.clips.shape[1], device))
@@ -316,18 +316,18 @@ def train(ds: PreparedDataset, split: Split, settings: TrainSettings = TrainSett
 
 def resident_trainer(model: StyleNet, opt: torch.optim.Optimizer, ds: PreparedDataset, idx: np.ndarray,
                      labels: np.ndarray, settings: TrainSettings, device: torch.device,
-                     info: distributed.DistInfo) -> ResidentTrainer | None:
+                     info: distributed.DistInfo, compiled: bool = False) -> ResidentTrainer | None:
     """The CUDA fast path (:class:`~thesis_lib.fast.ResidentTrainer`) where it applies, else ``None``.
 
     It applies on one CUDA GPU with ``impl`` fast (the default) when the training clips fit in
     its memory; elsewhere :func:`train_epoch` streams batches from the memory-mapped clips.
+    ``compiled``: whether its step compiles (``train`` asks :func:`~thesis_lib.fast.compile_pays`).
     """
     if (device.type != "cuda" or info.enabled or resolve_impl(settings.impl, device) != "fast"
             or not fits_on_device(len(idx), ds.clips.shape[1], device)):
         return None
     return ResidentTrainer(model, opt, ds.clips[idx], labels, settings.batch_size, device,
-                           precision=settings.precision,
-                           compile=compile_pays(settings.epochs * len(idx), ds.clips.shape[1], device))
+                           precision=settings.precision, compile=compiled)
 
 
 def _training_state(model, opt, split: Split, ds: PreparedDataset, settings: TrainSettings,
