@@ -20,10 +20,11 @@ def cache(tmp_path, monkeypatch):
 
 def test_compared_settings_are_the_thesis_the_members_and_train_defaults():
     full = realmusic.compared_settings(False)
-    assert [s.model for s in full.values()] == ["thesis", "mel", "baseline", "fusion"]
-    thesis, mel, base, fused = full.values()
+    assert [s.model for s in full.values()] == ["thesis", "mel", "baseline", "musicnn", "fusion"]
+    thesis, mel, base, tagger, fused = full.values()
     assert (thesis.learning_rate, thesis.batch_size, thesis.epochs, thesis.recipe) == (0.01, 480, 20, "thesis")
     assert mel == TrainSettings.recommended("mel") and base == TrainSettings.recommended("baseline")
+    assert tagger == TrainSettings.recommended("musicnn")
     assert fused == TrainSettings.recommended() and "train's default" in list(full)[-1]
     small = realmusic.compared_settings(True)
     assert all(s.epochs == 2 for s in small.values()) and list(small.values())[0].batch_size == 8

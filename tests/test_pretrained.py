@@ -238,11 +238,11 @@ def test_the_shipped_real_music_nets_read_16_khz_and_predict_a_song(tmp_path, na
     track = json.loads(res.stdout)["tracks"][0]
     assert track["style"] in styles and track["n_clips"] == 3 and set(track["probabilities"]) == set(styles)
     if architecture == "LateFusion":          # each member's own verdict is shown beside the fused one
-        assert set(track["members"]) == {"cnn", "baseline"}
+        assert set(track["members"]) == {"tagger", "baseline"}
         assert all(set(p) == set(styles) and abs(sum(p.values()) - 1) < 1e-4 for p in track["members"].values())
         text = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", f"pretrained:{name}",
                                str(tmp_path / "song.wav")], capture_output=True, text=True).stdout
-        assert "cnn alone: " in text and "baseline alone: " in text
+        assert "tagger alone: " in text and "baseline alone: " in text
     else:
         assert "members" not in track
 
@@ -260,7 +260,8 @@ def test_a_built_wheel_carries_the_shipped_nets_and_reference_sounds(tmp_path):
     assert res.returncode == 0, res.stderr
     names = set(zipfile.ZipFile(next(tmp_path.glob("thesis_lib-*.whl"))).namelist())
     want = {f"thesis_lib/pretrained/{e['file']}" for e in pretrained.manifest().values()}
-    want |= {"thesis_lib/pretrained/manifest.json", "thesis_lib/pretrained/reference/reference.json"}
+    want |= {"thesis_lib/pretrained/manifest.json", "thesis_lib/pretrained/reference/reference.json",
+             "thesis_lib/pretrained/musicnn-msd.pt", "thesis_lib/pretrained/MUSICNN_LICENSE"}
     from thesis_lib.book import references as refs
     want |= {f"thesis_lib/pretrained/reference/{e['file']}" for e in refs.references()["sounds"].values()}
     assert want <= names, sorted(want - names)

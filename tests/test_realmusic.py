@@ -21,6 +21,7 @@ from thesis_lib.mel import LogMel, MelNet
 from thesis_lib.robust import build_model, prepared_for, train_any, validation_tracks
 
 FAST = dict(epochs=2, batch_size=4, device="cpu")
+CFG16 = THESIS.with_(sample_rate=16_000, trim_samples=480_000, clip_samples=80_000)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_late_fusion_is_the_normalised_geometric_mean_of_its_members():
     from thesis_lib.fusion import LateFusion
 
     torch.manual_seed(0)
-    fused = LateFusion(3).eval()
+    fused = LateFusion(3, kind="fusion-mel").eval()
     with torch.no_grad():
         fused.baseline.out.weight.normal_()          # an untrained baseline would vote uniformly
     x = 0.3 * torch.randn(5, 1, THESIS.clip_samples)
@@ -152,7 +153,13 @@ def test_late_fusion_is_the_normalised_geometric_mean_of_its_members():
         fused.baseline.forward = lambda x: veto[1].expand(len(x), 3)
         assert fused(x).argmax(1).tolist() == [0] * 5
     with pytest.raises(ValueError, match="styles"):
-        LateFusion(3, baseline=LogMelBaseline(2))
+        LateFusion(3, members={"cnn": MelNet(3), "baseline": LogMelBaseline(2)})
+    with pytest.raises(ValueError, match="two or more members"):
+        LateFusion(3, members={"cnn": MelNet(3)})
+    with pytest.raises(ValueError, match="two or more members"):
+        LateFusion(3, members={"cnn": MelNet(3), "resnet": LogMelBaseline(3)})
+    with pytest.raises(ValueError, match="unknown fusion"):
+        LateFusion(3, kind="fusion-resnet")
 
 
 def test_clip_votes_of_a_fusion_are_its_probabilities_and_each_members_own():
@@ -160,7 +167,7 @@ def test_clip_votes_of_a_fusion_are_its_probabilities_and_each_members_own():
     from thesis_lib.predict import clip_probabilities, clip_votes
 
     torch.manual_seed(1)
-    fused = LateFusion(3).eval()
+    fused = LateFusion(3, kind="fusion-mel").eval()
     with torch.no_grad():
         fused.baseline.out.weight.normal_()
     clips = (0.3 * np.random.default_rng(0).standard_normal((7, THESIS.clip_samples))).astype(np.float32)
@@ -175,28 +182,37 @@ def test_clip_votes_of_a_fusion_are_its_probabilities_and_each_members_own():
     assert none == {} and np.allclose(alone, members["cnn"], atol=1e-6)
 
 
-def test_fusion_trains_each_member_as_alone(three_styles):
-    """The fusion's CNN is the CNN ``train --model mel`` gives with the same seed (same data, same
-    draws), and its baseline the one ``--model baseline`` fits: nothing is fitted on the pair."""
+@pytest.mark.parametrize("fusion", ["fusion", "fusion-mel"])
+def test_fusion_trains_each_member_as_alone(three_styles, fusion):
+    """Each member of a fusion is the model ``train --model M`` gives alone with the same seed (same
+    data, same draws): the CNN ``--model mel``'s, the probes ``--model musicnn``'s and ``--model
+    baseline``'s. Nothing is fitted on the pair."""
+    from thesis_lib.fusion import FUSIONS, MEMBER_MODELS
+
     runs = {}
-    for model in ("fusion", "mel", "baseline"):
+    for model in (fusion, *(MEMBER_MODELS[m] for m in FUSIONS[fusion])):
         settings = replace(TrainSettings.recommended(model), **FAST)
         ds = prepared_for(three_styles, settings, log=lambda m: None)
         sp = split_dataset(ds, 100, 100, "track", seed=0)
         runs[model] = train_any(ds, sp, settings, progress=False, log=lambda m: None)
-    fused = runs["fusion"].model
-    for name, member in (("baseline", fused.baseline), ("mel", fused.cnn)):
-        alone = runs[name].model.state_dict()
+    fused = runs[fusion].model
+    assert fused.member_names == FUSIONS[fusion] and fused.kind == fusion
+    for name, member in fused.members().items():
+        alone = runs[MEMBER_MODELS[name]].model.state_dict()
         for k, v in member.state_dict().items():
             assert torch.allclose(v, alone[k], atol=1e-5), (name, k)
-    assert runs["fusion"].metrics["model"] == "fusion" and runs["fusion"].history
+    assert runs[fusion].metrics["model"] == fusion and runs[fusion].history
 
 
 def test_build_model_names():
     assert type(build_model("thesis", 2)).__name__ == "StyleNet"
     assert type(build_model("mel", 3)).__name__ == "MelNet"
     assert type(build_model("baseline", 2)).__name__ == "LogMelBaseline"
-    fused = build_model("fusion", 3, dropout=0.3)
+    assert type(build_model("musicnn", 2, CFG16)).__name__ == "MusicnnProbe"
+    fused = build_model("fusion", 3, CFG16)
+    assert type(fused).__name__ == "LateFusion" and fused.member_names == ("tagger", "baseline")
+    assert type(fused.tagger).__name__ == "MusicnnProbe" and fused.baseline.n_styles == 3
+    fused = build_model("fusion-mel", 3, dropout=0.3)
     assert type(fused).__name__ == "LateFusion" and fused.cnn.dropout_p == 0.3 and fused.baseline.n_styles == 3
     with pytest.raises(ValueError):
         build_model("resnet", 2)
@@ -207,15 +223,17 @@ def test_build_model_names():
 def test_defaults_are_recorded():
     assert TRAIN_DEFAULTS.model == "fusion" and TRAIN_DEFAULTS.recipe == "robust"
     assert TrainSettings.recommended() == TRAIN_DEFAULTS
-    fused, mel = TrainSettings.recommended("fusion"), TrainSettings.recommended("mel")   # the CNN trains as alone
-    assert replace(fused, model="mel") == mel
+    for fusion, members in (("fusion", ("musicnn", "baseline")), ("fusion-mel", ("mel", "baseline"))):
+        for member in members:                                                       # each trains as alone
+            assert replace(TrainSettings.recommended(fusion), model=member) == TrainSettings.recommended(member)
     assert TrainSettings().model == "thesis" and TrainSettings().recipe == "thesis"      # the API's old default
     assert TrainSettings.thesis().learning_rate == THESIS.learning_rate
 
 
 # ---------------------------------------------------------------- train / predict round trips
 @pytest.mark.parametrize("model,recipe", [("mel", "robust"), ("thesis", "robust"), ("baseline", "robust"),
-                                          ("fusion", "robust"), ("thesis", "thesis")])
+                                          ("musicnn", "robust"), ("fusion", "robust"), ("fusion-mel", "robust"),
+                                          ("thesis", "thesis")])
 def test_train_predict_round_trip(three_styles, tmp_path, model, recipe):
     from thesis_lib.predict import clip_probabilities
 
@@ -246,8 +264,9 @@ def test_a_fusion_checkpoint_with_damaged_members_is_refused_by_name(tmp_path):
     from thesis_lib.checkpoint import model_state
     from thesis_lib.fusion import LateFusion
 
-    state = model_state(LateFusion(2), ["a", "b"])
-    for members, match in (({"cnn": state["architecture"]["members"]["cnn"]}, "expected 'cnn' and 'baseline'"),
+    state = model_state(LateFusion(2, kind="fusion-mel"), ["a", "b"])
+    for members, match in (({"cnn": state["architecture"]["members"]["cnn"]}, "expected two or more of"),
+                           ({"cnn": {"name": "MelNet"}, "resnet": {}}, "expected two or more of"),
                            ({"cnn": {"name": "ResNet"}, "baseline": {}}, "unknown architecture 'ResNet'")):
         bad = {**state, "architecture": {**state["architecture"], "members": members}}
         torch.save(bad, tmp_path / "bad.pt")

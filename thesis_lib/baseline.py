@@ -27,22 +27,25 @@ from .config import THESIS, ThesisConfig
 from .mel import N_MELS, LogMel
 
 
-class LogMelBaseline(nn.Module):
-    """Standardised log-mel mean/std per band -> linear layer (softmax = logistic regression)."""
+class LinearProbe(nn.Module):
+    """Fixed features of a clip, standardised, into a linear layer (softmax = logistic regression).
 
-    def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, n_mels: int = N_MELS, C: float = 1.0):
+    The features are computed without gradients and never trained; only the
+    linear layer is fitted, in closed form (:meth:`fit`). Subclasses say what the
+    features are (:meth:`features`, ``n_features``): the log-mel band statistics
+    here, a pretrained tagger's pooled activations in :mod:`thesis_lib.musicnn`.
+    """
+
+    def __init__(self, n_styles: int, cfg: ThesisConfig, n_features: int, C: float = 1.0):
         super().__init__()
-        self.cfg, self.n_styles, self.n_mels, self.C = cfg, n_styles, n_mels, float(C)
-        self.mel = LogMel(cfg.sample_rate, n_mels=n_mels)
-        self.register_buffer("mean", torch.zeros(2 * n_mels))
-        self.register_buffer("scale", torch.ones(2 * n_mels))
-        self.out = nn.Linear(2 * n_mels, n_styles)
+        self.cfg, self.n_styles, self.n_features, self.C = cfg, n_styles, n_features, float(C)
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+        self.out = nn.Linear(n_features, n_styles)
 
-    @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 2 * n_mels)``: mean then standard deviation of each log-mel band over time."""
-        m = self.mel(x)
-        return torch.cat([m.mean(2), m.std(2)], 1)
+        """``(B, n_features)`` for waveforms ``x`` ``(B, L)``."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out((self.features(x) - self.mean) / self.scale)
@@ -51,22 +54,50 @@ class LogMelBaseline(nn.Module):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=1)
 
-    def clip_features(self, clips: np.ndarray, batch_size: int = 128, rows: np.ndarray | None = None) -> torch.Tensor:
+    #: Keep the features of a prepared collection's clips in memory for the next fit or
+    #: test in this process (cross-validation folds, a chapter's several runs): worth it
+    #: when they are expensive, as a pretrained tagger's are.
+    cache_features = False
+
+    def feature_key(self) -> tuple:
+        """What the features depend on besides the clip (see :data:`cache_features`)."""
+        return (type(self).__name__, self.cfg.sample_rate)
+
+    def clip_features(self, clips: np.ndarray, batch_size: int = 64, rows: np.ndarray | None = None,
+                      progress: bool = False) -> torch.Tensor:
         """Features of ``clips`` (or of its ``rows``), read a batch at a time: a memory-mapped
         collection is never loaded whole (2,300 clips of 5 s at 16 kHz are 0.7 GB)."""
-        rows = np.arange(len(clips)) if rows is None else np.asarray(rows)
+        from tqdm.auto import tqdm
+
+        rows = np.arange(len(clips)) if rows is None else np.asarray(rows, np.int64)
+        store = _feature_store(clips, self) if self.cache_features else None
+        todo = rows if store is None else np.unique(rows[~store.known[rows]])
         device = self.mean.device
-        out = [self.features(torch.from_numpy(np.ascontiguousarray(clips[rows[lo:lo + batch_size]], np.float32))
+        starts = range(0, len(todo), batch_size)
+        out = [self.features(torch.from_numpy(np.ascontiguousarray(clips[todo[lo:lo + batch_size]], np.float32))
                              .to(device)).cpu()
-               for lo in range(0, len(rows), batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, 2 * self.n_mels)
+               for lo in tqdm(starts, desc="features", unit="batch", disable=not progress or len(starts) < 2,
+                              leave=False)]
+        if store is None:
+            return torch.cat(out) if out else torch.zeros(0, self.n_features)
+        if out:
+            store.values[todo] = torch.cat(out).numpy()
+            store.known[todo] = True
+        return torch.from_numpy(store.values[rows])
+
+    @torch.no_grad()
+    def clip_logits(self, clips: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 64) -> torch.Tensor:
+        """Logits of ``clips`` (or its ``rows``) through :meth:`clip_features` (so from the cache when there is one)."""
+        z = (self.clip_features(clips, batch_size, rows).to(self.mean.device) - self.mean) / self.scale
+        return self.out(z).cpu()
 
     def fit(self, clips: np.ndarray, labels: np.ndarray, max_iter: int = 500,
-            rows: np.ndarray | None = None) -> "LogMelBaseline":
+            rows: np.ndarray | None = None, progress: bool = False) -> "LinearProbe":
         """Fit on ``clips`` ``(N, L)`` (or on its ``rows``) with classes ``labels``; returns ``self`` in eval mode."""
-        return self.fit_features(self.clip_features(clips, rows=rows), labels, max_iter)
+        self.eval()
+        return self.fit_features(self.clip_features(clips, rows=rows, progress=progress), labels, max_iter)
 
-    def fit_features(self, feats: torch.Tensor, labels: np.ndarray, max_iter: int = 500) -> "LogMelBaseline":
+    def fit_features(self, feats: torch.Tensor, labels: np.ndarray, max_iter: int = 500) -> "LinearProbe":
         device = self.mean.device
         y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=device)
         feats = torch.as_tensor(feats, dtype=torch.float32, device=device)
@@ -90,6 +121,54 @@ class LogMelBaseline(nn.Module):
             opt.step(closure)
         return self.eval()
 
+
+class LogMelBaseline(LinearProbe):
+    """Standardised log-mel mean/std per band -> linear layer (softmax = logistic regression)."""
+
+    def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, n_mels: int = N_MELS, C: float = 1.0):
+        super().__init__(n_styles, cfg, 2 * n_mels, C)
+        self.n_mels = n_mels
+        self.mel = LogMel(cfg.sample_rate, n_mels=n_mels)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 2 * n_mels)``: mean then standard deviation of each log-mel band over time."""
+        m = self.mel(x)
+        return torch.cat([m.mean(2), m.std(2)], 1)
+
     def architecture(self) -> dict:
         return {"name": "LogMelBaseline", "n_styles": self.n_styles, "n_mels": self.n_mels, "C": self.C,
                 "clip_samples": self.cfg.clip_samples}
+
+
+class _FeatureStore:
+    """Features of every clip of one prepared collection, filled in as they are computed."""
+
+    def __init__(self, n: int, width: int):
+        self.values = np.zeros((n, width), np.float32)
+        self.known = np.zeros(n, bool)
+
+
+_STORES: dict[tuple, _FeatureStore] = {}
+FEATURE_CACHE_BYTES = 1 << 30
+"""At most this much memory for cached features (:attr:`LinearProbe.cache_features`); beyond it they are recomputed."""
+
+
+def _feature_store(clips: np.ndarray, probe: LinearProbe) -> _FeatureStore | None:
+    """The store for ``clips`` when it is a prepared collection's memory map (named by its file, which
+    is replaced, not rewritten, when the collection is prepared again), else ``None``."""
+    import os
+
+    name = getattr(clips, "filename", None)
+    if name is None:
+        return None
+    st = os.stat(name)
+    key = (str(name), st.st_ino, st.st_mtime_ns, st.st_size, clips.shape, probe.feature_key())
+    if key not in _STORES:
+        need = len(clips) * probe.n_features * 4
+        if need + sum(s.values.nbytes for s in _STORES.values()) > FEATURE_CACHE_BYTES:
+            _STORES.clear()
+            if need > FEATURE_CACHE_BYTES:
+                return None
+        _STORES[key] = _FeatureStore(len(clips), probe.n_features)
+    return _STORES[key]

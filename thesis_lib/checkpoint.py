@@ -163,7 +163,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-ARCHITECTURES = {"StyleNet": "thesis", "MelNet": "mel", "LogMelBaseline": "baseline", "LateFusion": "fusion"}
+ARCHITECTURES = {"StyleNet": "thesis", "MelNet": "mel", "LogMelBaseline": "baseline", "MusicnnProbe": "musicnn",
+                 "LateFusion": "fusion"}
 """Every architecture a checkpoint can hold, and the ``train --model`` that writes it."""
 
 
@@ -180,14 +181,22 @@ def build_architecture(arch: dict[str, Any], n_styles: int, cfg: ThesisConfig) -
         from .baseline import LogMelBaseline
 
         return LogMelBaseline(n_styles, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0))
+    if name == "MusicnnProbe":
+        from .musicnn import WEIGHTS_SHA256, MusicnnProbe
+
+        if arch.get("tagger_sha256", WEIGHTS_SHA256) != WEIGHTS_SHA256:
+            raise CheckpointError("a probe on other musicnn weights than this version ships "
+                                  f"(sha256 {arch['tagger_sha256'][:12]}...): train it again with this version")
+        return MusicnnProbe(n_styles, cfg, C=arch.get("C", 1.0))
     if name == "LateFusion":
-        from .fusion import LateFusion
+        from .fusion import MEMBER_MODELS, LateFusion
 
         members = arch["members"]
-        if not isinstance(members, dict) or sorted(members) != ["baseline", "cnn"]:
-            raise CheckpointError(f"a LateFusion whose members are {members!r}, expected 'cnn' and 'baseline'")
-        return LateFusion(n_styles, cfg, cnn=build_architecture(members["cnn"], n_styles, cfg),
-                          baseline=build_architecture(members["baseline"], n_styles, cfg))
+        if (not isinstance(members, dict) or len(members) < 2 or not set(members) <= set(MEMBER_MODELS)
+                or not all(isinstance(m, dict) for m in members.values())):
+            raise CheckpointError(f"a LateFusion whose members are {members!r}, expected two or more of "
+                                  f"{', '.join(MEMBER_MODELS)}")
+        return LateFusion(n_styles, cfg, members={k: build_architecture(m, n_styles, cfg) for k, m in members.items()})
     if name != "StyleNet":
         raise CheckpointError(f"unknown architecture {name!r}; this version knows {', '.join(ARCHITECTURES)}")
     return StyleNet(n_styles, cfg)

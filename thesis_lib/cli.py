@@ -24,17 +24,18 @@ from .config import BENCH_PARTS, MODELS, THESIS, TRAIN_DEFAULTS
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=list(MODELS), default=TRAIN_DEFAULTS.model,
-                   help=f"which classifier (default {TRAIN_DEFAULTS.model}): fusion (mel and baseline, their "
-                        "probabilities multiplied), mel (log-mel front end, small CNN, global pooling), thesis "
-                        "(the thesis's raw-waveform net; the one dreaming needs) or baseline (log-mel mean/std "
-                        "per band + logistic regression)")
+                   help=f"which classifier (default {TRAIN_DEFAULTS.model}): fusion (musicnn and baseline, their "
+                        "probabilities multiplied), musicnn (a tagger pretrained on a million songs, frozen, "
+                        "+ logistic regression), fusion-mel (mel and baseline multiplied), mel (log-mel front "
+                        "end, small CNN, global pooling), thesis (the thesis's raw-waveform net; the one dreaming "
+                        "needs) or baseline (log-mel mean/std per band + logistic regression)")
     p.add_argument("--recipe", choices=["robust", "thesis"], default=TRAIN_DEFAULTS.recipe,
                    help="robust (default): fresh random windows, augmentation, dropout, weight decay, epoch "
                         "chosen on a validation split by track; thesis: the thesis's loop (same clips every "
                         "epoch, fixed epochs; thesis net only)")
     p.add_argument("--sample-rate", type=int, default=None,
-                   help="rate the clips are prepared at (default: 16000 for the log-mel models fusion, mel "
-                        "and baseline, the thesis's 8000 for the thesis net)")
+                   help="rate the clips are prepared at (default: 16000 for every model but the thesis net, "
+                        "which reads the thesis's 8000; musicnn hears 16000 only)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, thesis: bool) -> None:

@@ -168,9 +168,10 @@ class TrainSettings:
     precision: str = "auto"
     #: Which network: ``thesis`` (the thesis's raw-waveform :class:`~thesis_lib.model.StyleNet`, the
     #: one the dreaming chapters need), ``mel`` (:class:`~thesis_lib.mel.MelNet`: log-mel front end,
-    #: small CNN, global pooling), ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`) or
-    #: ``fusion`` (:class:`~thesis_lib.fusion.LateFusion`: ``mel`` and ``baseline`` voting together,
-    #: ``train``'s default).
+    #: small CNN, global pooling), ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`),
+    #: ``musicnn`` (:class:`~thesis_lib.musicnn.MusicnnProbe`: a pretrained tagger, frozen, and a
+    #: logistic regression), ``fusion`` (:class:`~thesis_lib.fusion.LateFusion`: ``musicnn`` and
+    #: ``baseline`` voting together, ``train``'s default) or ``fusion-mel`` (``mel`` and ``baseline``).
     model: str = "thesis"
     #: ``thesis``: the thesis's loop (the same consecutive clips every epoch, a fixed number of
     #: epochs). ``robust`` (:mod:`thesis_lib.robust`): fresh random windows from the training tracks
@@ -193,7 +194,7 @@ class TrainSettings:
 
         Cross-validated on real recordings in the README ("Real music"). Standard
         values, not tuned to one collection: AdamW at 0.001 for the log-mel CNN (alone or
-        in the fusion),
+        in ``fusion-mel``; the probes of ``fusion`` are fitted in closed form),
         SGD with Nesterov momentum at the thesis net's usual small-collection
         step for the thesis net, batch 32, 20 epochs, dropout 0.5, a fifth of
         the training tracks for choosing the epoch.
@@ -231,9 +232,9 @@ class TrainSettings:
 
 
 TRAIN_DEFAULTS = TrainSettings.recommended()
-"""The defaults of ``python -m thesis_lib train`` (the robust recipe; the log-mel CNN and baseline fused)."""
+"""The defaults of ``python -m thesis_lib train`` (the pretrained tagger's probe and the log-mel baseline fused)."""
 
-MODELS = ("fusion", "mel", "thesis", "baseline")
+MODELS = ("fusion", "musicnn", "fusion-mel", "mel", "thesis", "baseline")
 """What ``train --model`` and ``crossval --model`` accept; ``thesis`` is the thesis's network."""
 
 BENCH_PARTS = ("training", "inference", "preparation", "memory")

@@ -34,30 +34,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .baseline import LogMelBaseline
 from .config import THESIS, ThesisConfig
-from .mel import MelNet
+
+#: Which ``train --model`` each member name is trained as (:func:`thesis_lib.robust.fit_robust`).
+MEMBER_MODELS = {"tagger": "musicnn", "cnn": "mel", "baseline": "baseline"}
+#: The members of each fused model ``train --model`` knows, in the order they are trained.
+FUSIONS = {"fusion": ("tagger", "baseline"), "fusion-mel": ("cnn", "baseline")}
+
+
+def build_members(kind: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: float = 0.5) -> dict[str, nn.Module]:
+    """Fresh members of the fusion ``kind`` (:data:`FUSIONS`)."""
+    from .robust import build_model
+
+    if kind not in FUSIONS:
+        raise ValueError(f"unknown fusion {kind!r}; known: {', '.join(FUSIONS)}")
+    first, *rest = FUSIONS[kind]
+    members = {first: build_model(MEMBER_MODELS[first], n_styles, cfg, dropout=dropout)}   # as it is built alone
+    with torch.random.fork_rng(devices=[]):   # the others draw nothing the first one's training would see next
+        for name in rest:
+            members[name] = build_model(MEMBER_MODELS[name], n_styles, cfg, dropout=dropout)
+    return members
 
 
 class LateFusion(nn.Module):
-    """A log-mel CNN and a log-mel baseline whose probabilities are multiplied (geometric mean)."""
+    """Models whose probabilities are multiplied (their normalised geometric mean)."""
 
     def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, dropout: float = 0.5,
-                 cnn: MelNet | None = None, baseline: LogMelBaseline | None = None):
+                 members: dict[str, nn.Module] | None = None, kind: str = "fusion"):
         super().__init__()
         self.cfg, self.n_styles = cfg, n_styles
-        self.cnn = cnn if cnn is not None else MelNet(n_styles, cfg, dropout=dropout)
-        if baseline is None:
-            with torch.random.fork_rng(devices=[]):   # draws nothing the CNN's training would see next
-                baseline = LogMelBaseline(n_styles, cfg)
-        self.baseline = baseline
-        if self.cnn.n_styles != n_styles or self.baseline.n_styles != n_styles:
-            raise ValueError(f"members with {self.cnn.n_styles} and {self.baseline.n_styles} styles "
-                             f"for a fusion of {n_styles}")
+        members = members if members is not None else build_members(kind, n_styles, cfg, dropout)
+        unknown = sorted(set(members) - set(MEMBER_MODELS))
+        if len(members) < 2 or unknown:
+            raise ValueError(f"a fusion needs two or more members named from {', '.join(MEMBER_MODELS)}; "
+                             f"got {', '.join(members)}")
+        for name, m in members.items():
+            if m.n_styles != n_styles:
+                raise ValueError(f"member {name!r} has {m.n_styles} styles, the fusion {n_styles}")
+            self.add_module(name, m)
+        self.member_names = tuple(members)
 
     def members(self) -> dict[str, nn.Module]:
         """The fused models by name, in the order they are trained."""
-        return {"cnn": self.cnn, "baseline": self.baseline}
+        return {name: getattr(self, name) for name in self.member_names}
+
+    @property
+    def kind(self) -> str:
+        """``fusion`` or ``fusion-mel``: the ``train --model`` that builds these members."""
+        return next((k for k, v in FUSIONS.items() if v == self.member_names), "fusion")
 
     @staticmethod
     def combine(member_logits: list[torch.Tensor]) -> torch.Tensor:
@@ -72,6 +96,17 @@ class LateFusion(nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=1)
+
+    @torch.no_grad()
+    def clip_logits(self, clips, rows=None, batch_size: int = 64) -> torch.Tensor:
+        """Fused logits of ``clips`` (or its ``rows``), each member scored by
+        :func:`~thesis_lib.predict.clip_probabilities` (a probe from its cached features)."""
+        from .predict import clip_probabilities
+
+        device = next(self.parameters()).device
+        members = [torch.from_numpy(clip_probabilities(m, clips, batch_size, device, rows=rows, fold=False))
+                   for m in self.members().values()]
+        return self.combine([p.clamp_min(1e-30).log() for p in members])
 
     def architecture(self) -> dict:
         return {"name": "LateFusion", "n_styles": self.n_styles, "combine": "geometric mean",

@@ -148,6 +148,8 @@ def clip_probabilities(model: torch.nn.Module, clips: np.ndarray, batch_size: in
     ``evaluate`` uses ``fold=False`` so that its numbers are the model's own.
     """
     model.eval()
+    if rows is not None and hasattr(model, "clip_logits"):   # a linear probe or a fusion: cached features reused
+        return torch.softmax(model.clip_logits(clips, rows, batch_size), 1).float().numpy()
     if fold:
         model = inference_module(model)
     device = torch.device(device)

@@ -45,8 +45,9 @@ from .predict import clip_probabilities
 
 
 def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: float = 0.0) -> nn.Module:
-    """A fresh model by name: ``thesis`` (StyleNet), ``mel`` (MelNet), ``baseline`` (LogMelBaseline)
-    or ``fusion`` (LateFusion of a MelNet and a LogMelBaseline)."""
+    """A fresh model by name: ``thesis`` (StyleNet), ``mel`` (MelNet), ``baseline`` (LogMelBaseline),
+    ``musicnn`` (MusicnnProbe), ``fusion`` (LateFusion of a MusicnnProbe and a LogMelBaseline) or
+    ``fusion-mel`` (LateFusion of a MelNet and a LogMelBaseline)."""
     if name == "thesis":
         from .model import StyleNet
 
@@ -62,10 +63,14 @@ def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: f
         from .baseline import LogMelBaseline
 
         return LogMelBaseline(n_styles, cfg)
-    if name == "fusion":
+    if name == "musicnn":
+        from .musicnn import MusicnnProbe
+
+        return MusicnnProbe(n_styles, cfg)
+    if name in ("fusion", "fusion-mel"):
         from .fusion import LateFusion
 
-        return LateFusion(n_styles, cfg, dropout=dropout)
+        return LateFusion(n_styles, cfg, dropout=dropout, kind=name)
     raise ValueError(f"model must be one of {MODELS}, not {name!r}")
 
 
@@ -140,20 +145,21 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     weights of the epoch best on the validation tracks when there are any.
     With ``per_clip`` the "tracks" are clip indices (a split by clip): windows
     are those clips themselves and no validation split is held out. A
-    ``fusion`` trains each member as it would be trained alone, the CNN
-    first (its history is returned), then the baseline on the same tracks.
+    fusion trains each member as it would be trained alone, in order, on the
+    same tracks; the history returned is the first member's.
     """
     from dataclasses import replace
 
     from tqdm.auto import tqdm
 
-    if settings.model == "fusion":
-        history = fit_robust(model.cnn, ds, train_tracks, labels, replace(settings, model="mel"), device,
-                             progress, log, per_clip)
-        fit_robust(model.baseline, ds, train_tracks, labels, replace(settings, model="baseline"), device,
-                   progress, log, per_clip)
+    from .fusion import MEMBER_MODELS, LateFusion
+
+    if isinstance(model, LateFusion):
+        histories = [fit_robust(m, ds, train_tracks, labels, replace(settings, model=MEMBER_MODELS[name]), device,
+                                progress, log, per_clip)
+                     for name, m in model.members().items()]
         model.eval()
-        return history
+        return histories[0]
 
     rng = np.random.default_rng([settings.seed, 1])
     windows = TrackWindows(ds, per_clip=per_clip)
@@ -167,12 +173,12 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     val_clips = np.flatnonzero(np.isin(owner, val))
     val_labels = ts[owner[val_clips]]
     n_epoch = max(settings.batch_size, int(np.isin(owner, fit_tracks).sum()))
-    if settings.model == "baseline":
+    if settings.model in ("baseline", "musicnn"):       # a linear probe: fitted in closed form, no epochs
         t0 = time.perf_counter()
         rows = np.flatnonzero(np.isin(owner, train_tracks))
-        model.fit(ds.clips, ts[owner[rows]], rows=rows)
+        model.fit(ds.clips, ts[owner[rows]], rows=rows, progress=progress)
         sec = time.perf_counter() - t0
-        log(f"baseline fitted on {len(rows)} clips in {sec:.1f} s")
+        log(f"{settings.model} fitted on {len(rows)} clips in {sec:.1f} s")
         return [{"epoch": 1, "train_loss": float("nan"), "seconds": sec}]
     params = [p for p in model.parameters() if p.requires_grad]
     if getattr(settings, "optimizer", "adamw") == "sgd":

@@ -1,10 +1,11 @@
-"""Chapter 4b's real music: the data, four models cross-validated (cached), the tracks they get wrong, the leak.
+"""Chapter 4b's real music: the data, five models cross-validated (cached), the tracks they get wrong, the leak.
 
 * :func:`music_data` opens the reader's folder or the free collection (built
   with :func:`thesis_lib.free_music.build_collection` when missing), or, in
   ``small`` mode, the built-in synthetic data;
-* :func:`compared_settings` are the four contenders: the thesis net with the
-  thesis's settings, the log-mel CNN (robust recipe), the log-mel baseline and
+* :func:`compared_settings` are the five contenders: the thesis net with the
+  thesis's settings, the log-mel CNN (robust recipe), the log-mel baseline, the
+  pretrained musicnn tagger's linear probe (:mod:`thesis_lib.musicnn`) and
   ``train``'s default, the last two fused (:mod:`thesis_lib.fusion`);
 * :func:`cached_crossval` runs :func:`thesis_lib.crossval.crossval` once per
   data, settings and folds and keeps the report in
@@ -64,8 +65,8 @@ def music_data(data: str | None, small: bool, build: bool = True, progress: bool
 
 def compared_settings(small: bool, epochs: int | None = None, seed: int = 0,
                       device: str = "auto") -> dict[str, TrainSettings]:
-    """The four contenders, by display name (``train``'s default last); ``small`` shrinks epochs
-    (and the thesis's batch)."""
+    """The five contenders, by display name (``train``'s default last); ``small`` shrinks epochs
+    (and the thesis's batch; the probes have none)."""
     over = {"seed": seed, "device": device}
     if small or epochs:
         over["epochs"] = epochs or runs.SMALL_EPOCHS
@@ -74,7 +75,8 @@ def compared_settings(small: bool, epochs: int | None = None, seed: int = 0,
     return {"thesis net, thesis settings": thesis,
             "log-mel CNN, robust recipe": TrainSettings.recommended("mel", **over),
             "log-mel baseline": TrainSettings.recommended("baseline", **over),
-            "CNN and baseline fused (train's default)": TrainSettings.recommended(**over)}
+            "pretrained tagger (musicnn), linear probe": TrainSettings.recommended("musicnn", **over),
+            "tagger and baseline fused (train's default)": TrainSettings.recommended(**over)}
 
 
 def data_key(ds: PreparedDataset) -> str:

@@ -1,0 +1,135 @@
+"""Convert the musicnn authors' TensorFlow checkpoint into ``musicnn-msd.pt`` (maintainers only).
+
+Why
+---
+The tagger of :mod:`thesis_lib.musicnn` is published as a TensorFlow 1
+checkpoint inside the ``musicnn`` wheel on PyPI (ISC license), whose package
+pins numpy < 1.17 and TensorFlow 1 APIs. The project depends on neither: this
+script reads the checkpoint once, maps each variable onto the torch port, runs
+the authors' own graph (their ``models.py``) and the port on the same
+spectrograms, refuses a port that differs, and writes the weights and a small
+reference (``tests/data/musicnn_reference.npz``: the inputs and TensorFlow's
+outputs) that the test suite checks the shipped weights against.
+
+    python -m venv /tmp/tf && /tmp/tf/bin/pip install "tensorflow-cpu==2.15.*" "numpy<2" torch librosa tqdm
+    pip download musicnn==0.1.0 --no-deps -d /tmp/w && unzip /tmp/w/musicnn-0.1.0-py3-none-any.whl -d /tmp/mnn
+    /tmp/tf/bin/python -m thesis_lib.pretrained.convert_musicnn --package /tmp/mnn/musicnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = REPO / "tests" / "data" / "musicnn_reference.npz"
+
+
+def tf_variables(checkpoint_prefix: str) -> dict[str, np.ndarray]:
+    """Every trained variable of the checkpoint (the optimiser's slots left out)."""
+    from tensorflow.python.training import py_checkpoint_reader
+
+    reader = py_checkpoint_reader.NewCheckpointReader(checkpoint_prefix)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "Adam" not in k and not k.endswith("_power")}
+
+
+def port_state(w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """TensorFlow's variables (``conv2d_N``, ``batch_normalization_N`` in creation order) -> the port's state dict."""
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+    state: dict[str, torch.Tensor] = {}
+
+    def bn(prefix: str, k: str) -> None:
+        for ours, theirs in (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance")):
+            state[f"{prefix}.{ours}"] = t(w[f"{k}/{theirs}"])
+
+    def conv(prefix: str, k: str, one_d: bool = False) -> None:
+        kernel = t(w[f"{k}/kernel"])                                  # (kh, kw, in, out)
+        state[f"{prefix}.weight"] = (kernel[:, :, 0, :].permute(2, 1, 0) if one_d   # (out, in, kh)
+                                     else kernel.permute(3, 2, 0, 1))               # (out, in, kh, kw)
+        state[f"{prefix}.bias"] = t(w[f"{k}/bias"])
+
+    name = lambda base, i: base if i == 0 else f"{base}_{i}"  # noqa: E731
+    bn("input_bn", "batch_normalization")
+    for i in range(2):
+        conv(f"timbral.{i}", name("conv2d", i))
+        bn(f"timbral_bn.{i}", name("batch_normalization", i + 1))
+    for i in range(3):
+        conv(f"temporal.{i}", name("conv2d", i + 2))
+        bn(f"temporal_bn.{i}", name("batch_normalization", i + 3))
+    for i in range(3):
+        conv(f"midend.{i}", name("conv2d", i + 5), one_d=True)
+        bn(f"midend_bn.{i}", name("batch_normalization", i + 6))
+    bn("pool_bn", "batch_normalization_9")
+    for ours, theirs in (("dense", "dense"), ("tags", "dense_1")):
+        state[f"{ours}.weight"] = t(w[f"{theirs}/kernel"]).T.contiguous()
+        state[f"{ours}.bias"] = t(w[f"{theirs}/bias"])
+    bn("dense_bn", "batch_normalization_10")
+    return state
+
+
+def tf_outputs(package: Path, model: str, spec: np.ndarray) -> dict[str, np.ndarray]:
+    """The authors' graph restored from their checkpoint, run on ``spec`` ``(B, T, 96)``."""
+    import tensorflow as tf
+
+    sys.path.insert(0, str(package.parent))
+    from musicnn import models
+
+    tf.compat.v1.disable_eager_execution()
+    x = tf.compat.v1.placeholder(tf.float32, [None, None, spec.shape[2]])
+    is_training = tf.compat.v1.placeholder(tf.bool)
+    out = models.define_model(x, is_training, model, 50)
+    with tf.compat.v1.Session() as sess:
+        tf.compat.v1.train.Saver().restore(sess, str(package / model) + "/")
+        res = sess.run(out, feed_dict={x: spec, is_training: False})
+    return {"logits": res[0], "penultimate": res[-1],
+            "pooled": np.stack([res[7], res[6]], 2).reshape(len(spec), -1)}   # (max, mean) per channel
+
+
+def reference_spectrograms(seed: int = 0) -> np.ndarray:
+    """Two clips' spectrograms: a chord with a beat and noise (not random numbers: a music-like input)."""
+    from ..musicnn import SAMPLE_RATE, TaggerSpectrogram
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220, 277, 330)) / 3
+    beat = np.exp(-30 * (t % 0.5)) * rng.standard_normal(len(t))
+    clips = np.stack([0.5 * chord + 0.3 * beat, 0.2 * rng.standard_normal(len(t))]).astype(np.float32)
+    return TaggerSpectrogram()(torch.from_numpy(clips)).numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..musicnn import WEIGHTS, Musicnn, tagger_state
+    from . import sha256
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--package", type=Path, required=True, help="the unpacked musicnn package folder (holds MSD_musicnn/)")
+    p.add_argument("--model", default="MSD_musicnn")
+    p.add_argument("--out", type=Path, default=WEIGHTS)
+    p.add_argument("--reference", type=Path, default=REFERENCE)
+    a = p.parse_args(argv)
+    net = Musicnn().eval()
+    net.load_state_dict(port_state(tf_variables(str(a.package / a.model) + "/")))
+    spec = reference_spectrograms().astype(np.float16).astype(np.float32)   # stored as float16
+    theirs = tf_outputs(a.package, a.model, spec)
+    with torch.no_grad():
+        s = torch.from_numpy(spec)
+        ours = {"logits": net(s).numpy(), "penultimate": net.penultimate(s).numpy(), "pooled": net.pooled(s).numpy()}
+    for k in ours:
+        err = float(np.abs(ours[k] - theirs[k]).max() / np.abs(theirs[k]).max())
+        print(f"{k}: largest difference {err:.1e} of the largest value")
+        if err > 1e-4:
+            raise SystemExit(f"the port disagrees with TensorFlow on {k}: {err:.1e}")
+    torch.save(tagger_state(net), a.out)
+    a.reference.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(a.reference, spec=spec.astype(np.float16), **{k: v.astype(np.float32) for k, v in theirs.items()})
+    print(f"wrote {a.out} (sha256 {sha256(a.out)}) and {a.reference}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
