@@ -373,9 +373,13 @@ def test_cli_crossval_and_train_models(three_styles, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "warning: style" in out                       # one test track per style
-    assert f"(the {TRAIN_DEFAULTS.model} model; the thesis's" in out and "GTX TITAN X" not in out
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["model"] == TRAIN_DEFAULTS.model and m["settings"]["recipe"] == "robust"
+    assert f"fitted in      {m['train_seconds']:.1f} s on cpu (the fusion model has no epochs" in out  # probes only
+    assert "GTX TITAN X" not in out and "seconds/epoch" not in out
+    rc = main(["train", "--data", str(three_styles.path), "--out", str(tmp_path / "mel"), "--epochs", "1",
+               "--batch-size", "4", "--quiet", "--device", "cpu", "--model", "fusion-mel"])
+    assert rc == 0 and "(the fusion-mel model; the thesis's" in capsys.readouterr().out    # a net with epochs
     assert main(["train", "--data", str(three_styles.path), "--out", str(tmp_path / "bad"), "--model", "mel",
                  "--recipe", "thesis"]) == 1
     assert "thesis net only" in capsys.readouterr().err

@@ -44,12 +44,17 @@ def summary(metrics: dict) -> str:
     The thesis's seconds per epoch are its net's; a run of another model (``train``'s
     default fusion, say) says so instead of setting its epoch beside them.
     """
+    from .robust import fitted_in_closed_form
+
     model = metrics.get("model", "thesis")
     speed = (f"(thesis {THESIS_SECONDS_PER_EPOCH} on a GTX TITAN X)" if model == "thesis"
              else f"(the {model} model; the thesis's {THESIS_SECONDS_PER_EPOCH} s were its own net's)")
+    timing = (f"fitted in      {metrics['train_seconds']:.1f} s on {metrics['device']} (the {model} model has no "
+              "epochs: fixed features, logistic regression)" if fitted_in_closed_form(model) and "train_seconds" in metrics
+              else f"seconds/epoch  {metrics['seconds_per_epoch']:.2f} on {metrics['device']} {speed}")
     return (f"test accuracy  {metrics['test_accuracy']:.4f} (thesis {THESIS_TEST_ACCURACY:.4f})\n"
             f"track accuracy {metrics['track_accuracy']:.4f} over {metrics['n_test_tracks']} test tracks\n"
-            f"seconds/epoch  {metrics['seconds_per_epoch']:.2f} on {metrics['device']} {speed}")
+            + timing)
 
 
 def reproduce(out: str | Path, spec: SynthSpec = SynthSpec(), cfg: ThesisConfig = THESIS,

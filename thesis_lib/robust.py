@@ -44,6 +44,17 @@ from .data import PreparedDataset, Split
 from .predict import clip_probabilities
 
 
+CLOSED_FORM = ("baseline", "musicnn")
+"""Models fitted in closed form on fixed features (linear probes): no epochs, no learning rate."""
+
+
+def fitted_in_closed_form(name: str) -> bool:
+    """Whether ``train --model name`` has no epochs: a linear probe, or a fusion of nothing else."""
+    from .fusion import FUSIONS, MEMBER_MODELS
+
+    return name in CLOSED_FORM or (name in FUSIONS and all(MEMBER_MODELS[m] in CLOSED_FORM for m in FUSIONS[name]))
+
+
 def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: float = 0.0) -> nn.Module:
     """A fresh model by name: ``thesis`` (StyleNet), ``mel`` (MelNet), ``baseline`` (LogMelBaseline),
     ``musicnn`` (MusicnnProbe), ``fusion`` (LateFusion of a MusicnnProbe and a LogMelBaseline) or
@@ -173,7 +184,7 @@ def fit_robust(model: nn.Module, ds: PreparedDataset, train_tracks: np.ndarray, 
     val_clips = np.flatnonzero(np.isin(owner, val))
     val_labels = ts[owner[val_clips]]
     n_epoch = max(settings.batch_size, int(np.isin(owner, fit_tracks).sum()))
-    if settings.model in ("baseline", "musicnn"):       # a linear probe: fitted in closed form, no epochs
+    if settings.model in CLOSED_FORM:       # a linear probe: fitted in closed form, no epochs
         t0 = time.perf_counter()
         rows = np.flatnonzero(np.isin(owner, train_tracks))
         model.fit(ds.clips, ts[owner[rows]], rows=rows, progress=progress)
