@@ -27,6 +27,17 @@ def tone_track(freq: float, seconds: float = TRACK_SECONDS, sr: int = 16_000, ch
     return np.repeat(y[:, None], channels, axis=1).astype(np.float32)
 
 
+def red_and_blue_noise(per_class: int, samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A set any sound classifier should separate: red noise (energy in the low bands, class 0) and
+    blue noise (in the high bands, class 1), ``per_class`` clips each at peak 0.5, and their labels."""
+    noise = np.random.default_rng(seed).standard_normal((2 * per_class, samples))
+    lo = np.cumsum(noise[:per_class], 1)
+    hi = np.diff(noise[per_class:], axis=1, prepend=0)
+    x = np.array([0.5 * v / np.abs(v).max() for v in np.concatenate([lo - lo.mean(1, keepdims=True), hi])],
+                 np.float32)
+    return x, np.array([0] * per_class + [1] * per_class)
+
+
 def write_track(path: Path, y: np.ndarray, sr: int = 16_000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, y, sr)

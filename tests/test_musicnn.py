@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import red_and_blue_noise
 from thesis_lib import musicnn
 from thesis_lib.config import THESIS
 from thesis_lib.musicnn import MusicnnProbe, TaggerSpectrogram, load_musicnn
@@ -70,13 +71,7 @@ def test_shipped_weights_are_checked_and_a_damaged_copy_is_refused(tmp_path, mon
 
 
 def test_the_probe_learns_a_separable_set_and_keeps_the_tagger_frozen(tagger):
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal((16, CFG16.clip_samples))
-    lo = np.cumsum(noise[:8], 1)                       # red noise: energy in the low bands
-    hi = np.diff(noise[8:], axis=1, prepend=0)         # blue noise: energy in the high bands
-    x = np.array([0.5 * v / np.abs(v).max() for v in np.concatenate([lo - lo.mean(1, keepdims=True), hi])],
-                 np.float32)
-    y = np.array([0] * 8 + [1] * 8)
+    x, y = red_and_blue_noise(8, CFG16.clip_samples)
     probe = MusicnnProbe(2, CFG16, tagger=tagger)
     before = {k: v.clone() for k, v in probe.tagger.state_dict().items()}
     probe.train().fit(x[::2], y[::2])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tone_track, write_track
+from conftest import red_and_blue_noise, tone_track, write_track
 from thesis_lib.augment import AugmentSettings, TrackWindows, augment_batch, shift
 from thesis_lib.baseline import LogMelBaseline
 from thesis_lib.checkpoint import CheckpointError, load_model
@@ -120,13 +120,7 @@ def test_mel_front_end_and_model_shapes():
 
 
 def test_baseline_learns_a_separable_set():
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal((24, THESIS.clip_samples))
-    lo = np.cumsum(noise[:12], 1)                      # red noise: energy in the low bands
-    hi = np.diff(noise[12:], axis=1, prepend=0)        # blue noise: energy in the high bands
-    x = np.array([0.5 * v / np.abs(v).max() for v in np.concatenate([lo - lo.mean(1, keepdims=True), hi])],
-                 np.float32)
-    y = np.array([0] * 12 + [1] * 12)
+    x, y = red_and_blue_noise(12, THESIS.clip_samples)
     model = LogMelBaseline(2).fit(x[::2], y[::2])
     with torch.no_grad():
         pred = model(torch.from_numpy(x[1::2]).unsqueeze(1)).argmax(1).numpy()

@@ -211,9 +211,14 @@ class MusicnnProbe(LinearProbe):
     def feature_key(self) -> tuple:
         return (*super().feature_key(), float(self.tagger.tags.weight.double().sum()))   # the tagger's weights
 
+    #: Clips heard at once: the front end's maps of one 5-second clip take 44 MB (204 filters x 313
+    #: frames x 59 pitches for one timbral filter bank alone), so a batch of 480 would need 20 GB.
+    chunk = 8
+
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tagger.pooled(self.spectrogram(x))
+        spec = self.spectrogram(x)
+        return torch.cat([self.tagger.pooled(spec[i:i + self.chunk]) for i in range(0, len(spec), self.chunk)])
 
     def train(self, mode: bool = True) -> "MusicnnProbe":
         super().train(mode)
