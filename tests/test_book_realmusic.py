@@ -31,6 +31,20 @@ def test_compared_settings_are_the_thesis_the_members_and_train_defaults():
     assert all(s.epochs == 3 for s in realmusic.compared_settings(False, epochs=3).values())
 
 
+def test_cache_key_names_what_a_model_is_beyond_its_settings(toy_prepared, monkeypatch):
+    """``fusion`` meant the CNN and the baseline before the tagger joined, with the same settings:
+    a report cached then must not be read as the new fusion's (chapter 4b's first build did)."""
+    from thesis_lib import fusion, musicnn
+
+    fused, tagger = TrainSettings.recommended("fusion"), TrainSettings.recommended("musicnn")
+    k_fused, k_tagger = (realmusic.cache_key(toy_prepared, s, {"folds": 2}) for s in (fused, tagger))
+    assert realmusic.model_identity("baseline") == {} and realmusic.model_identity("mel") == {}
+    monkeypatch.setitem(fusion.FUSIONS, "fusion", ("cnn", "baseline"))
+    assert realmusic.cache_key(toy_prepared, fused, {"folds": 2}) != k_fused
+    monkeypatch.setattr(musicnn, "WEIGHTS_SHA256", "0" * 64)                  # other tagger weights
+    assert realmusic.cache_key(toy_prepared, tagger, {"folds": 2}) != k_tagger
+
+
 def test_cache_key_covers_data_settings_and_folds_not_device(toy_prepared):
     s = TrainSettings.recommended("baseline")
     k = realmusic.cache_key(toy_prepared, s, {"folds": 2})

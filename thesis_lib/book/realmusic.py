@@ -84,6 +84,22 @@ def data_key(ds: PreparedDataset) -> str:
     return json.loads((Path(ds.path) / "index.json").read_text())["key"]
 
 
+def model_identity(model: str) -> dict:
+    """What a model name stands for beyond the settings, when it is more than its name: a fusion's
+    members (``fusion`` was the CNN and the baseline before the tagger joined) and the pretrained
+    tagger's weights. Empty for the others, so their cached results keep their keys."""
+    from ..fusion import FUSIONS, MEMBER_MODELS
+    from ..musicnn import WEIGHTS_SHA256
+
+    out: dict = {}
+    parts = [MEMBER_MODELS[m] for m in FUSIONS.get(model, ())] or [model]
+    if model in FUSIONS and FUSIONS[model] != ("cnn", "baseline"):
+        out["members"] = list(FUSIONS[model])
+    if "musicnn" in parts:
+        out["tagger"] = WEIGHTS_SHA256[:16]
+    return out
+
+
 def cache_key(ds: PreparedDataset, settings: TrainSettings, what: dict) -> str:
     """Key of a cached result: the data, every setting that changes the result, and ``what`` was run."""
     s = {k: v for k, v in asdict(settings).items() if k not in NOT_IN_KEY}
@@ -91,6 +107,7 @@ def cache_key(ds: PreparedDataset, settings: TrainSettings, what: dict) -> str:
         s.pop("sample_rate", None)
     if s.get("model") != "thesis":      # only the thesis net's fast path has a precision to choose
         s["precision"] = "fp32"
+    s.update(model_identity(s.get("model", "thesis")))
     blob = json.dumps({"format": CACHE_FORMAT, "data": data_key(ds), "settings": s, **what}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
