@@ -1,31 +1,34 @@
-"""Late fusion: the log-mel CNN and the log-mel baseline vote together (``train``'s default).
+"""Late fusion: two models of different kinds vote together (``train``'s default is one).
 
 Why
 ---
-On the free collection (README "Real music", chapter 4b) the log-mel CNN
-(:class:`~thesis_lib.mel.MelNet`) and the log-mel baseline
-(:class:`~thesis_lib.baseline.LogMelBaseline`) are two models of different
-kinds: the CNN hears *patterns over time* (an attack, a drum pattern, a
-riff), the baseline only each band's *level and spread* over the clip. Their
-mistakes overlap on hard tracks, but not on every clip, and combining their
-votes helped on every dealing of the folds we measured (issue 10), without a
-weight or threshold to tune: the two are simply multiplied.
+On the free collection (README "Real music", chapter 4b) two models of
+different kinds make different mistakes on single clips even where they share
+the hard tracks, and combining their votes helped on every dealing of the folds
+we measured (issue 10), without a weight or threshold to tune: the
+probabilities are simply multiplied.
 
-* :class:`LateFusion` holds both members; its output is the mean of their
-  log-probabilities, so its softmax is the **normalised geometric mean** of
-  the two models' probabilities (a "product of experts": a style wins where
-  both find it likely, and one confident veto counts);
-* each member is trained as it would be alone (:func:`thesis_lib.robust.fit_robust`:
-  the CNN with the robust recipe, the baseline in closed form on the same
-  training tracks; with the same seed the fusion's CNN *is* ``--model mel``'s);
-  nothing is fitted on their combination, so there is nothing that could
-  over-fit a small collection;
-* it is saved, loaded and used by ``predict``, ``crossval`` and ``evaluate``
-  like any other model: the checkpoint records both members' architectures.
+* ``fusion`` (``train``'s default): the pretrained musicnn tagger's linear probe
+  (:class:`~thesis_lib.musicnn.MusicnnProbe`: what a net that has heard a
+  million songs hears in the clip) and the log-mel baseline
+  (:class:`~thesis_lib.baseline.LogMelBaseline`: each band's level and spread);
+* ``fusion-mel`` (the default before the tagger): the log-mel CNN
+  (:class:`~thesis_lib.mel.MelNet`, patterns over time learnt from this
+  collection) and the same baseline.
+
+:class:`LateFusion` holds the members by name (:data:`FUSIONS`); its output is
+the mean of their log-probabilities, so its softmax is the **normalised
+geometric mean** of their probabilities (a "product of experts": a style wins
+where both find it likely, and one confident veto counts). Each member is
+trained as it would be alone (:func:`thesis_lib.robust.fit_robust`; with the
+same seed the ``fusion-mel`` CNN *is* ``--model mel``'s); nothing is fitted on
+their combination, so there is nothing that could over-fit a small collection.
+It is saved, loaded and used by ``predict``, ``crossval`` and ``evaluate`` like
+any other model: the checkpoint records each member's architecture.
 
 Dreaming needs a network whose input gradient means something over the whole
-clip: that stays the thesis net (``--model thesis``); the baseline's features
-are computed without gradients, so a fusion's gradient is its CNN's alone.
+clip: that stays the thesis net (``--model thesis``); the probes' features are
+computed without gradients.
 """
 
 from __future__ import annotations

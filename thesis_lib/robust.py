@@ -20,9 +20,13 @@ depend on one collection:
   weights of the best epoch (clip accuracy, then loss) are kept.
 
 It trains any model of :func:`build_model`: the thesis net (``thesis``, the
-only one the dreaming chapters can use), the log-mel CNN (``mel``), the
-log-mel baseline (``baseline``, fitted in closed form, no epochs) or both of
-the last two voting together (``fusion``, :mod:`thesis_lib.fusion`, the default).
+only one the dreaming chapters can use), the log-mel CNN (``mel``), and the
+linear probes fitted in closed form without epochs (:data:`CLOSED_FORM`): the
+log-mel baseline (``baseline``) and the pretrained tagger's probe (``musicnn``,
+:mod:`thesis_lib.musicnn`); and fusions of them (:mod:`thesis_lib.fusion`):
+``fusion`` (tagger and baseline, the default) and ``fusion-mel`` (CNN and baseline).
+The recipe's windows, augmentation and epochs concern the nets; a probe is
+fitted once on every consecutive clip of the training tracks.
 """
 
 from __future__ import annotations
