@@ -33,6 +33,7 @@ computed without gradients.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,16 +101,24 @@ class LateFusion(nn.Module):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=1)
 
-    @torch.no_grad()
-    def clip_logits(self, clips, rows=None, batch_size: int = 64) -> torch.Tensor:
-        """Fused logits of ``clips`` (or its ``rows``), each member scored by
-        :func:`~thesis_lib.predict.clip_probabilities` (a probe from its cached features)."""
+    def member_probabilities(self, clips, rows=None, batch_size: int = 64,
+                             device: torch.device | str | None = None) -> dict[str, np.ndarray]:
+        """Each member's :func:`~thesis_lib.predict.clip_probabilities` of ``clips`` (or its ``rows``;
+        a probe reads its cached features), by name."""
         from .predict import clip_probabilities
 
-        device = next(self.parameters()).device
-        members = [torch.from_numpy(clip_probabilities(m, clips, batch_size, device, rows=rows, fold=False))
-                   for m in self.members().values()]
-        return self.combine([p.clamp_min(1e-30).log() for p in members])
+        device = device if device is not None else next(self.parameters()).device
+        return {name: clip_probabilities(m, clips, batch_size, device, rows=rows, fold=False)
+                for name, m in self.members().items()}
+
+    def fused_logits(self, member_probs: dict[str, np.ndarray]) -> torch.Tensor:
+        """:meth:`combine` of the members' probabilities; one that underflowed to 0 is a veto (log 1e-30)."""
+        return self.combine([torch.from_numpy(p).clamp_min(1e-30).log() for p in member_probs.values()])
+
+    @torch.no_grad()
+    def clip_logits(self, clips, rows=None, batch_size: int = 64) -> torch.Tensor:
+        """Fused logits of ``clips`` (or its ``rows``) from :meth:`member_probabilities`."""
+        return self.fused_logits(self.member_probabilities(clips, rows, batch_size))
 
     def architecture(self) -> dict:
         return {"name": "LateFusion", "n_styles": self.n_styles, "combine": "geometric mean",

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -225,22 +224,6 @@ class MusicnnProbe(LinearProbe):
         self.tagger.eval()      # frozen: its batch norms keep their statistics
         return self
 
-    @torch.no_grad()
-    def tag_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 50)``: the tagger's own verdicts (:data:`TAGS`), for showing what it hears."""
-        return torch.sigmoid(self.tagger(self.spectrogram(x)))
-
     def architecture(self) -> dict:
         return {"name": "MusicnnProbe", "n_styles": self.n_styles, "C": self.C, "tagger": WEIGHTS.name,
                 "tagger_sha256": WEIGHTS_SHA256, "clip_samples": self.cfg.clip_samples}
-
-
-def tagger_state(net: Musicnn) -> dict[str, torch.Tensor]:
-    """The tagger's weights as saved in the package (float32: 3.2 MB)."""
-    return {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
-
-
-def top_tags(probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
-    """The ``k`` likeliest tags of one clip's tag probabilities ``(50,)``."""
-    order = np.argsort(-np.asarray(probs))[:k]
-    return [(TAGS[i], float(probs[i])) for i in order]

@@ -167,18 +167,15 @@ def clip_votes(model: torch.nn.Module, clips: np.ndarray, batch_size: int = THES
     """:func:`clip_probabilities` of ``clips``, and for a fused model each member's as well.
 
     A :class:`~thesis_lib.fusion.LateFusion`'s members are each scored once and their
-    probabilities combined by its own rule (:meth:`~thesis_lib.fusion.LateFusion.combine`,
-    which takes log-probabilities as well as logits), so the members' votes cost nothing
-    extra; any other model gives ``(probabilities, {})``.
+    probabilities combined by its own rule (:meth:`~thesis_lib.fusion.LateFusion.fused_logits`),
+    so the members' votes cost nothing extra; any other model gives ``(probabilities, {})``.
     """
     from .fusion import LateFusion
 
     if not isinstance(model, LateFusion):
         return clip_probabilities(model, clips, batch_size, device), {}
-    members = {name: clip_probabilities(m, clips, batch_size, device) for name, m in model.members().items()}
-    with np.errstate(divide="ignore"):         # a probability that underflowed to 0 is a veto: log 0 = -inf
-        logs = [torch.from_numpy(np.log(p)) for p in members.values()]
-    return torch.softmax(model.combine(logs), 1).numpy(), members
+    members = model.member_probabilities(clips, batch_size=batch_size, device=device)
+    return torch.softmax(model.fused_logits(members), 1).numpy(), members
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:

@@ -301,7 +301,7 @@ def train_robust(ds: PreparedDataset, split: Split, settings, out: str | Path | 
     else:
         train_tracks = np.unique(ds.track_of[split.train])
         labels = np.array([remap[int(ds.track_style[t])] for t in train_tracks], np.int64)
-    if settings.model == "thesis":            # the log-mel models are small (batch 32, a 0.2 MB net)
+    if settings.model == "thesis":            # the others are small (a 0.2 MB CNN; probes hear 8 clips at a time)
         from .fast import compile_pays
 
         # an epoch takes at most every clip of the training tracks: does even that pay for compiling?

@@ -93,7 +93,7 @@ def model_identity(model: str) -> dict:
 
     out: dict = {}
     parts = [MEMBER_MODELS[m] for m in FUSIONS.get(model, ())] or [model]
-    if model in FUSIONS and FUSIONS[model] != ("cnn", "baseline"):
+    if model in FUSIONS:
         out["members"] = list(FUSIONS[model])
     if "musicnn" in parts:
         out["tagger"] = WEIGHTS_SHA256[:16]
