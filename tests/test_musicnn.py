@@ -17,6 +17,7 @@ from thesis_lib.musicnn import MusicnnProbe, TaggerSpectrogram, load_musicnn
 from thesis_lib.pretrained import PretrainedError
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
+VGG_REFERENCE = Path(__file__).parent / "data" / "musicnn_vgg_reference.npz"
 CFG16 = THESIS.with_(sample_rate=16_000, trim_samples=480_000, clip_samples=80_000)
 
 
@@ -39,6 +40,31 @@ def test_the_port_gives_tensorflows_outputs_on_the_reference_spectrograms(tagger
     assert not np.allclose(ref["logits"][0], ref["logits"][1], atol=0.1)      # the two inputs differ
 
 
+def test_the_vgg_port_gives_tensorflows_outputs_and_pools_any_length():
+    """The second tagger against its own TensorFlow reference (tags and the probe's 1,280 pooled
+    values); its blocks pool before normalising (a sign trick): the plain order gives the same maps."""
+    import torch.nn.functional as F
+
+    vgg = load_musicnn(kind="vgg")
+    ref = np.load(VGG_REFERENCE)
+    spec = torch.from_numpy(ref["spec"].astype(np.float32))
+    with torch.no_grad():
+        ours = {"logits": vgg(spec), "pooled": vgg.pooled(spec)}
+        x, plain = vgg.input_bn(spec.unsqueeze(1)), []
+        for conv, bn, (k, stride) in zip(vgg.convs, vgg.bns, vgg.POOLS):
+            x = F.max_pool2d(bn(F.relu(conv(x))), k, stride)
+            plain.append(x)
+        fast = vgg.blocks(spec)
+        longer = vgg.pooled(torch.cat([spec, spec], 1))        # 6 s: the probe's clips are 5 s
+    for k, v in ours.items():
+        assert v.shape == ref[k].shape, k
+        assert np.abs(v.numpy() - ref[k]).max() <= 1e-4 * np.abs(ref[k]).max(), k
+    assert any((bn.gamma < 0).any() for bn in vgg.bns)         # the trick's other branch is exercised
+    for a, b in zip(fast, plain):
+        assert torch.allclose(a, b, atol=1e-5 * b.abs().max().item())
+    assert longer.shape == (2, 1280) and torch.isfinite(longer).all()
+
+
 def test_the_spectrogram_is_librosas_log_compressed_mel_power():
     """Centred frames with reflection, periodic Hann window, |STFT|^2, Slaney mel, log10(1 + 10^4 x)."""
     from thesis_lib.mel import mel_filterbank
@@ -58,6 +84,9 @@ def test_the_spectrogram_is_librosas_log_compressed_mel_power():
 
 def test_shipped_weights_are_checked_and_a_damaged_copy_is_refused(tmp_path, monkeypatch):
     assert musicnn.WEIGHTS.is_file() and musicnn.WEIGHTS.stat().st_size > 3_000_000
+    assert musicnn.VGG_WEIGHTS.is_file() and type(load_musicnn(kind="vgg")).__name__ == "MusicnnVGG"
+    with pytest.raises(ValueError, match="unknown tagger 'vggish'"):
+        load_musicnn(kind="vggish")
     with pytest.raises(PretrainedError, match="missing"):
         load_musicnn(tmp_path / "nothing.pt")
     damaged = tmp_path / "musicnn-msd.pt"
@@ -83,6 +112,11 @@ def test_the_probe_learns_a_separable_set_and_keeps_the_tagger_frozen(tagger):
         pred = probe(torch.from_numpy(x[1::2])).argmax(1).numpy()
     assert (pred == y[1::2]).all()
     assert probe.features(torch.from_numpy(x[:2])).shape == (2, 1506)
+    vgg = MusicnnProbe(2, CFG16, kind="vgg").fit(x[::2], y[::2])
+    assert vgg.n_features == 1280 and vgg.architecture()["tagger"] == musicnn.VGG_WEIGHTS.name
+    with torch.no_grad():
+        assert (vgg(torch.from_numpy(x[1::2])).argmax(1).numpy() == y[1::2]).all()
+    assert vgg.feature_key() != probe.feature_key()           # a cache never mixes the two taggers
 
 
 def test_the_probe_refuses_clips_of_another_rate():

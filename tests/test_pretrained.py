@@ -261,7 +261,8 @@ def test_a_built_wheel_carries_the_shipped_nets_and_reference_sounds(tmp_path):
     names = set(zipfile.ZipFile(next(tmp_path.glob("thesis_lib-*.whl"))).namelist())
     want = {f"thesis_lib/pretrained/{e['file']}" for e in pretrained.manifest().values()}
     want |= {"thesis_lib/pretrained/manifest.json", "thesis_lib/pretrained/reference/reference.json",
-             "thesis_lib/pretrained/musicnn-msd.pt", "thesis_lib/pretrained/MUSICNN_LICENSE"}
+             "thesis_lib/pretrained/musicnn-msd.pt", "thesis_lib/pretrained/musicnn-vgg-msd.pt",
+             "thesis_lib/pretrained/MUSICNN_LICENSE"}
     from thesis_lib.book import references as refs
     want |= {f"thesis_lib/pretrained/reference/{e['file']}" for e in refs.references()["sounds"].values()}
     assert want <= names, sorted(want - names)

@@ -202,10 +202,12 @@ def test_build_model_names():
     assert type(build_model("thesis", 2)).__name__ == "StyleNet"
     assert type(build_model("mel", 3)).__name__ == "MelNet"
     assert type(build_model("baseline", 2)).__name__ == "LogMelBaseline"
-    assert type(build_model("musicnn", 2, CFG16)).__name__ == "MusicnnProbe"
+    assert build_model("musicnn", 2, CFG16).kind == "musicnn"
+    assert build_model("musicnn-vgg", 2, CFG16).kind == "vgg"
     fused = build_model("fusion", 3, CFG16)
-    assert type(fused).__name__ == "LateFusion" and fused.member_names == ("tagger", "baseline")
-    assert type(fused.tagger).__name__ == "MusicnnProbe" and fused.baseline.n_styles == 3
+    assert type(fused).__name__ == "LateFusion" and fused.member_names == ("tagger", "vgg", "baseline")
+    assert type(fused.tagger.tagger).__name__ == "Musicnn" and type(fused.vgg.tagger).__name__ == "MusicnnVGG"
+    assert fused.baseline.n_styles == 3
     fused = build_model("fusion-mel", 3, dropout=0.3)
     assert type(fused).__name__ == "LateFusion" and fused.cnn.dropout_p == 0.3 and fused.baseline.n_styles == 3
     with pytest.raises(ValueError):

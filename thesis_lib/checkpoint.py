@@ -182,12 +182,14 @@ def build_architecture(arch: dict[str, Any], n_styles: int, cfg: ThesisConfig) -
 
         return LogMelBaseline(n_styles, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0))
     if name == "MusicnnProbe":
-        from .musicnn import WEIGHTS_SHA256, MusicnnProbe
+        from .musicnn import TAGGERS, MusicnnProbe, tagger_weights
 
-        if arch.get("tagger_sha256", WEIGHTS_SHA256) != WEIGHTS_SHA256:
-            raise CheckpointError("a probe on other musicnn weights than this version ships "
-                                  f"(sha256 {arch['tagger_sha256'][:12]}...): train it again with this version")
-        return MusicnnProbe(n_styles, cfg, C=arch.get("C", 1.0))
+        kinds = {tagger_weights(k)[0].name: k for k in TAGGERS}
+        kind = kinds.get(arch.get("tagger", "musicnn-msd.pt"))
+        if kind is None or arch.get("tagger_sha256", tagger_weights(kind)[1]) != tagger_weights(kind)[1]:
+            raise CheckpointError(f"a probe on tagger weights this version does not ship ({arch.get('tagger')}, "
+                                  f"sha256 {str(arch.get('tagger_sha256'))[:12]}...): train it again with this version")
+        return MusicnnProbe(n_styles, cfg, C=arch.get("C", 1.0), kind=kind)
     if name == "LateFusion":
         from .fusion import MEMBER_MODELS, LateFusion
 

@@ -24,9 +24,9 @@ from .config import BENCH_PARTS, MODELS, THESIS, TRAIN_DEFAULTS
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=list(MODELS), default=TRAIN_DEFAULTS.model,
-                   help=f"which classifier (default {TRAIN_DEFAULTS.model}): fusion (musicnn and baseline, their "
-                        "probabilities multiplied), musicnn (a tagger pretrained on a million songs, frozen, "
-                        "+ logistic regression), fusion-mel (mel and baseline multiplied), mel (log-mel front "
+                   help=f"which classifier (default {TRAIN_DEFAULTS.model}): fusion (musicnn, musicnn-vgg and baseline, "
+                        "their probabilities multiplied), musicnn (a tagger pretrained on a million songs, frozen, "
+                        "+ logistic regression), musicnn-vgg (the same with the authors' VGG-like tagger), fusion-mel (mel and baseline multiplied), mel (log-mel front "
                         "end, small CNN, global pooling), thesis (the thesis's raw-waveform net; the one dreaming "
                         "needs) or baseline (log-mel mean/std per band + logistic regression)")
     p.add_argument("--recipe", choices=["robust", "thesis"], default=TRAIN_DEFAULTS.recipe,

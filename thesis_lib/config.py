@@ -170,8 +170,9 @@ class TrainSettings:
     #: one the dreaming chapters need), ``mel`` (:class:`~thesis_lib.mel.MelNet`: log-mel front end,
     #: small CNN, global pooling), ``baseline`` (:class:`~thesis_lib.baseline.LogMelBaseline`),
     #: ``musicnn`` (:class:`~thesis_lib.musicnn.MusicnnProbe`: a pretrained tagger, frozen, and a
-    #: logistic regression), ``fusion`` (:class:`~thesis_lib.fusion.LateFusion`: ``musicnn`` and
-    #: ``baseline`` voting together, ``train``'s default) or ``fusion-mel`` (``mel`` and ``baseline``).
+    #: logistic regression), ``musicnn-vgg`` (the same on the authors' VGG-like tagger), ``fusion``
+    #: (:class:`~thesis_lib.fusion.LateFusion`: ``musicnn``, ``musicnn-vgg`` and ``baseline`` voting
+    #: together, ``train``'s default) or ``fusion-mel`` (``mel`` and ``baseline``).
     model: str = "thesis"
     #: ``thesis``: the thesis's loop (the same consecutive clips every epoch, a fixed number of
     #: epochs). ``robust`` (:mod:`thesis_lib.robust`): fresh random windows from the training tracks
@@ -232,9 +233,9 @@ class TrainSettings:
 
 
 TRAIN_DEFAULTS = TrainSettings.recommended()
-"""The defaults of ``python -m thesis_lib train`` (the pretrained tagger's probe and the log-mel baseline fused)."""
+"""The defaults of ``python -m thesis_lib train`` (two pretrained taggers' probes and the log-mel baseline fused)."""
 
-MODELS = ("fusion", "musicnn", "fusion-mel", "mel", "thesis", "baseline")
+MODELS = ("fusion", "musicnn", "musicnn-vgg", "fusion-mel", "mel", "thesis", "baseline")
 """What ``train --model`` and ``crossval --model`` accept; ``thesis`` is the thesis's network."""
 
 BENCH_PARTS = ("training", "inference", "preparation", "memory")

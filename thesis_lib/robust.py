@@ -22,9 +22,9 @@ depend on one collection:
 It trains any model of :func:`build_model`: the thesis net (``thesis``, the
 only one the dreaming chapters can use), the log-mel CNN (``mel``), and the
 linear probes fitted in closed form without epochs (:data:`CLOSED_FORM`): the
-log-mel baseline (``baseline``) and the pretrained tagger's probe (``musicnn``,
-:mod:`thesis_lib.musicnn`); and fusions of them (:mod:`thesis_lib.fusion`):
-``fusion`` (tagger and baseline, the default) and ``fusion-mel`` (CNN and baseline).
+log-mel baseline (``baseline``) and the pretrained taggers' probes (``musicnn``,
+``musicnn-vgg``, :mod:`thesis_lib.musicnn`); and fusions of them (:mod:`thesis_lib.fusion`):
+``fusion`` (both taggers and the baseline, the default) and ``fusion-mel`` (CNN and baseline).
 The recipe's windows, augmentation and epochs concern the nets; a probe is
 fitted once on every consecutive clip of the training tracks.
 """
@@ -48,7 +48,7 @@ from .data import PreparedDataset, Split
 from .predict import clip_probabilities
 
 
-CLOSED_FORM = ("baseline", "musicnn")
+CLOSED_FORM = ("baseline", "musicnn", "musicnn-vgg")
 """Models fitted in closed form on fixed features (linear probes): no epochs, no learning rate."""
 
 
@@ -61,8 +61,8 @@ def fitted_in_closed_form(name: str) -> bool:
 
 def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: float = 0.0) -> nn.Module:
     """A fresh model by name: ``thesis`` (StyleNet), ``mel`` (MelNet), ``baseline`` (LogMelBaseline),
-    ``musicnn`` (MusicnnProbe), ``fusion`` (LateFusion of a MusicnnProbe and a LogMelBaseline) or
-    ``fusion-mel`` (LateFusion of a MelNet and a LogMelBaseline)."""
+    ``musicnn`` or ``musicnn-vgg`` (MusicnnProbe on either tagger), ``fusion`` (LateFusion of both
+    probes and a LogMelBaseline) or ``fusion-mel`` (LateFusion of a MelNet and a LogMelBaseline)."""
     if name == "thesis":
         from .model import StyleNet
 
@@ -78,10 +78,10 @@ def build_model(name: str, n_styles: int, cfg: ThesisConfig = THESIS, dropout: f
         from .baseline import LogMelBaseline
 
         return LogMelBaseline(n_styles, cfg)
-    if name == "musicnn":
+    if name in ("musicnn", "musicnn-vgg"):
         from .musicnn import MusicnnProbe
 
-        return MusicnnProbe(n_styles, cfg)
+        return MusicnnProbe(n_styles, cfg, kind="vgg" if name == "musicnn-vgg" else "musicnn")
     if name in ("fusion", "fusion-mel"):
         from .fusion import LateFusion
 

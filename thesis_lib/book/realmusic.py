@@ -89,14 +89,16 @@ def model_identity(model: str) -> dict:
     members (``fusion`` was the CNN and the baseline before the tagger joined) and the pretrained
     tagger's weights. Empty for the others, so their cached results keep their keys."""
     from ..fusion import FUSIONS, MEMBER_MODELS
-    from ..musicnn import WEIGHTS_SHA256
+    from ..musicnn import tagger_weights
 
     out: dict = {}
     parts = [MEMBER_MODELS[m] for m in FUSIONS.get(model, ())] or [model]
     if model in FUSIONS:
         out["members"] = list(FUSIONS[model])
     if "musicnn" in parts:
-        out["tagger"] = WEIGHTS_SHA256[:16]
+        out["tagger"] = tagger_weights("musicnn")[1][:16]
+    if "musicnn-vgg" in parts:
+        out["vgg_tagger"] = tagger_weights("vgg")[1][:16]
     return out
 
 

@@ -1,4 +1,4 @@
-"""Convert the musicnn authors' TensorFlow checkpoint into ``musicnn-msd.pt`` (maintainers only).
+"""Convert the musicnn authors' TensorFlow checkpoints into ``musicnn-msd.pt`` and ``musicnn-vgg-msd.pt`` (maintainers only).
 
 Why
 ---
@@ -14,6 +14,10 @@ outputs) that the test suite checks the shipped weights against.
     python -m venv /tmp/tf && /tmp/tf/bin/pip install "tensorflow-cpu==2.15.*" "numpy<2" torch librosa tqdm
     pip download musicnn==0.1.0 --no-deps -d /tmp/w && unzip /tmp/w/musicnn-0.1.0-py3-none-any.whl -d /tmp/mnn
     /tmp/tf/bin/python -m thesis_lib.pretrained.convert_musicnn --package /tmp/mnn/musicnn
+    /tmp/tf/bin/python -m thesis_lib.pretrained.convert_musicnn --package /tmp/mnn/musicnn --model MSD_vgg
+
+(The wheel's ``MSD_vgg`` checkpoint is complete although its ``extractor`` still says
+"still training": the authors added the weights and never updated that message.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "tests" / "data" / "musicnn_reference.npz"
+VGG_REFERENCE = REPO / "tests" / "data" / "musicnn_vgg_reference.npz"
 
 
 def tf_variables(checkpoint_prefix: str) -> dict[str, np.ndarray]:
@@ -72,6 +77,22 @@ def port_state(w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return state
 
 
+def port_vgg_state(w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The VGG tagger's variables (``1CNN``..``5CNN``, ``batch_normalization_N``, ``dense``) -> :class:`MusicnnVGG`'s."""
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+    state: dict[str, torch.Tensor] = {}
+    for i in range(6):
+        k = "batch_normalization" if i == 0 else f"batch_normalization_{i}"
+        for ours, theirs in (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance")):
+            state[f"{'input_bn' if i == 0 else f'bns.{i - 1}'}.{ours}"] = t(w[f"{k}/{theirs}"])
+    for i in range(5):
+        state[f"convs.{i}.weight"] = t(w[f"{i + 1}CNN/kernel"]).permute(3, 2, 0, 1)     # (out, in, kh, kw)
+        state[f"convs.{i}.bias"] = t(w[f"{i + 1}CNN/bias"])
+    state["tags.weight"] = t(w["dense/kernel"]).T.contiguous()
+    state["tags.bias"] = t(w["dense/bias"])
+    return state
+
+
 def tf_outputs(package: Path, model: str, spec: np.ndarray) -> dict[str, np.ndarray]:
     """The authors' graph restored from their checkpoint, run on ``spec`` ``(B, T, 96)``."""
     import tensorflow as tf
@@ -80,12 +101,16 @@ def tf_outputs(package: Path, model: str, spec: np.ndarray) -> dict[str, np.ndar
     from musicnn import models
 
     tf.compat.v1.disable_eager_execution()
-    x = tf.compat.v1.placeholder(tf.float32, [None, None, spec.shape[2]])
+    vgg = "vgg" in model
+    x = tf.compat.v1.placeholder(tf.float32, [None, spec.shape[1] if vgg else None, spec.shape[2]])  # vgg: fixed
     is_training = tf.compat.v1.placeholder(tf.bool)
     out = models.define_model(x, is_training, model, 50)
     with tf.compat.v1.Session() as sess:
         tf.compat.v1.train.Saver().restore(sess, str(package / model) + "/")
         res = sess.run(out, feed_dict={x: spec, is_training: False})
+    if vgg:          # (logits, pool1, ..., pool5); pooled as MusicnnVGG.pooled: per block max then mean
+        return {"logits": res[0], "pooled": np.concatenate(
+            [np.concatenate([b.max((1, 2)), b.mean((1, 2))], 1) for b in res[1:]], 1)}
     return {"logits": res[0], "penultimate": res[-1],
             "pooled": np.stack([res[7], res[6]], 2).reshape(len(spec), -1)}   # (max, mean) per channel
 
@@ -103,28 +128,33 @@ def reference_spectrograms(seed: int = 0) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..musicnn import WEIGHTS, Musicnn
+    from ..musicnn import TAGGERS, tagger_weights
     from . import sha256
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--package", type=Path, required=True, help="the unpacked musicnn package folder (holds MSD_musicnn/)")
-    p.add_argument("--model", default="MSD_musicnn")
-    p.add_argument("--out", type=Path, default=WEIGHTS)
-    p.add_argument("--reference", type=Path, default=REFERENCE)
+    p.add_argument("--model", default="MSD_musicnn", choices=("MSD_musicnn", "MSD_vgg"))
+    p.add_argument("--out", type=Path, help="default: the package's weights file of that tagger")
+    p.add_argument("--reference", type=Path, help="default: tests/data/musicnn[_vgg]_reference.npz")
     a = p.parse_args(argv)
-    net = Musicnn().eval()
-    net.load_state_dict(port_state(tf_variables(str(a.package / a.model) + "/")))
+    kind = "vgg" if "vgg" in a.model else "musicnn"
+    a.out = a.out or tagger_weights(kind)[0]
+    a.reference = a.reference or (VGG_REFERENCE if kind == "vgg" else REFERENCE)
+    net = TAGGERS[kind]().eval()
+    net.load_state_dict((port_vgg_state if kind == "vgg" else port_state)(tf_variables(str(a.package / a.model) + "/")))
     spec = reference_spectrograms().astype(np.float16).astype(np.float32)   # stored as float16
     theirs = tf_outputs(a.package, a.model, spec)
     with torch.no_grad():
         s = torch.from_numpy(spec)
-        ours = {"logits": net(s).numpy(), "penultimate": net.penultimate(s).numpy(), "pooled": net.pooled(s).numpy()}
+        ours = {"logits": net(s).numpy(), "pooled": net.pooled(s).numpy()}
+        if kind == "musicnn":
+            ours["penultimate"] = net.penultimate(s).numpy()
     for k in ours:
         err = float(np.abs(ours[k] - theirs[k]).max() / np.abs(theirs[k]).max())
         print(f"{k}: largest difference {err:.1e} of the largest value")
         if err > 1e-4:
             raise SystemExit(f"the port disagrees with TensorFlow on {k}: {err:.1e}")
-    torch.save({k: v.detach().float().contiguous() for k, v in net.state_dict().items()}, a.out)   # 3.2 MB
+    torch.save({k: v.detach().float().contiguous() for k, v in net.state_dict().items()}, a.out)   # 3.2 / 2.4 MB
     a.reference.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(a.reference, spec=spec.astype(np.float16), **{k: v.astype(np.float32) for k, v in theirs.items()})
     print(f"wrote {a.out} (sha256 {sha256(a.out)}) and {a.reference}")
