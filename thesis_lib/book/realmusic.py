@@ -76,7 +76,7 @@ def compared_settings(small: bool, epochs: int | None = None, seed: int = 0,
             "log-mel CNN, robust recipe": TrainSettings.recommended("mel", **over),
             "log-mel baseline": TrainSettings.recommended("baseline", **over),
             "pretrained tagger (musicnn), linear probe": TrainSettings.recommended("musicnn", **over),
-            "tagger and baseline fused (train's default)": TrainSettings.recommended(**over)}
+            "two taggers and baseline fused (train's default)": TrainSettings.recommended(**over)}
 
 
 def data_key(ds: PreparedDataset) -> str:
