@@ -238,11 +238,11 @@ def test_the_shipped_real_music_nets_read_16_khz_and_predict_a_song(tmp_path, na
     track = json.loads(res.stdout)["tracks"][0]
     assert track["style"] in styles and track["n_clips"] == 3 and set(track["probabilities"]) == set(styles)
     if architecture == "LateFusion":          # each member's own verdict is shown beside the fused one
-        assert set(track["members"]) == {"tagger", "baseline"}
+        assert set(track["members"]) == {"tagger", "vgg", "baseline"}
         assert all(set(p) == set(styles) and abs(sum(p.values()) - 1) < 1e-4 for p in track["members"].values())
         text = subprocess.run([sys.executable, "-m", "thesis_lib", "predict", "--model", f"pretrained:{name}",
                                str(tmp_path / "song.wav")], capture_output=True, text=True).stdout
-        assert "tagger alone: " in text and "baseline alone: " in text
+        assert "tagger alone: " in text and "vgg alone: " in text and "baseline alone: " in text
     else:
         assert "members" not in track
 

@@ -271,8 +271,7 @@ class MusicnnProbe(LinearProbe):
 
     def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, C: float = 1.0, tagger: nn.Module | None = None,
                  kind: str = "musicnn"):
-        if kind not in TAGGERS:
-            raise ValueError(f"unknown tagger {kind!r}; known: {', '.join(TAGGERS)}")
+        tagger_weights(kind)                     # refuses an unknown kind, naming the known ones
         super().__init__(n_styles, cfg, TAGGERS[kind]().n_pooled if tagger is None else tagger.n_pooled, C)
         self.kind = kind
         if cfg.sample_rate != SAMPLE_RATE:
