@@ -169,3 +169,29 @@ def test_probe_features_of_a_prepared_collection_are_computed_once(tmp_path):
     again = probe.clip_features(clips, rows=np.array([1]))
     assert Counting.seen == seen + 1 and not torch.allclose(again[0], a[0])
     del fresh
+
+
+def test_a_checkpoint_names_its_tagger_and_the_previous_defaults_two_member_fusion_still_loads(tmp_path):
+    """A fusion saved with musicnn's probe and the baseline only (``train``'s default before the VGG
+    tagger joined) loads with those two members; a probe on tagger weights this version does not
+    ship is refused by name."""
+    from thesis_lib.baseline import LogMelBaseline
+    from thesis_lib.checkpoint import CheckpointError, load_model, save_model
+    from thesis_lib.fusion import LateFusion
+
+    x, y = red_and_blue_noise(4, CFG16.clip_samples)
+    old = LateFusion(2, CFG16, members={"tagger": MusicnnProbe(2, CFG16).fit(x, y),
+                                        "baseline": LogMelBaseline(2, CFG16).fit(x, y)})
+    save_model(old, ["red", "blue"], tmp_path / "old.pt")
+    back, styles, _ = load_model(tmp_path / "old.pt")
+    assert back.member_names == ("tagger", "baseline") and back.tagger.kind == "musicnn"
+    with torch.no_grad():
+        assert torch.allclose(back(torch.from_numpy(x)), old(torch.from_numpy(x)), atol=1e-5)
+    vgg = MusicnnProbe(2, CFG16, kind="vgg").fit(x, y)
+    save_model(vgg, ["red", "blue"], tmp_path / "vgg.pt")
+    assert load_model(tmp_path / "vgg.pt")[0].kind == "vgg"
+    ckpt = torch.load(tmp_path / "vgg.pt", weights_only=False)
+    ckpt["architecture"]["tagger_sha256"] = "f" * 64
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="musicnn-vgg-msd.pt"):
+        load_model(tmp_path / "other.pt")
