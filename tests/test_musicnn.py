@@ -171,6 +171,44 @@ def test_probe_features_of_a_prepared_collection_are_computed_once(tmp_path):
     del fresh
 
 
+def test_probe_features_are_kept_beside_the_collection_for_the_next_process(tmp_path, monkeypatch):
+    """``train`` then ``crossval`` on one collection are two processes: the second reads the
+    features the first computed (a file beside the clips) instead of hearing every clip again; a
+    damaged file is computed again, and nothing is read for clips prepared anew."""
+    import os
+
+    from thesis_lib import baseline
+    from thesis_lib.baseline import LogMelBaseline
+
+    class Counting(LogMelBaseline):
+        cache_features = True
+        seen = 0
+
+        def features(self, x):
+            Counting.seen += len(x)
+            return super().features(x)
+
+    shape = (6, THESIS.clip_samples)
+    clips = np.memmap(tmp_path / "clips.f32", np.float32, "w+", shape=shape)
+    clips[:] = 0.3 * np.random.default_rng(0).standard_normal(shape)
+    clips.flush()
+    clips = np.memmap(tmp_path / "clips.f32", np.float32, "r", shape=shape)
+    first = Counting(2).clip_features(clips, rows=np.array([0, 2, 4]))
+    saved = list(tmp_path.glob("features-*.npz"))
+    assert Counting.seen == 3 and len(saved) == 1
+    monkeypatch.setattr(baseline, "_STORES", {})                                    # a new process
+    again = Counting(2).clip_features(clips, rows=np.array([4, 0, 1]))
+    assert Counting.seen == 4 and torch.equal(again[0], first[2]) and torch.equal(again[1], first[0])
+    saved[0].write_bytes(b"not an npz")                                             # damaged
+    monkeypatch.setattr(baseline, "_STORES", {})
+    assert torch.allclose(Counting(2).clip_features(clips, rows=np.array([2]))[0], first[1])
+    assert Counting.seen == 5
+    os.utime(tmp_path / "clips.f32", ns=(1, 1))                                     # another preparation
+    monkeypatch.setattr(baseline, "_STORES", {})
+    Counting(2).clip_features(clips, rows=np.array([0]))
+    assert Counting.seen == 6 and len(list(tmp_path.glob("features-*.npz"))) == 2
+
+
 def test_a_checkpoint_names_its_tagger_and_the_previous_defaults_two_member_fusion_still_loads(tmp_path):
     """A fusion saved with musicnn's probe and the baseline only (``train``'s default before the VGG
     tagger joined) loads with those two members; a probe on tagger weights this version does not

@@ -18,6 +18,10 @@ cross-entropy + ``||W||^2 / (2 C N)``).
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -83,6 +87,7 @@ class LinearProbe(nn.Module):
         if out:
             store.values[todo] = torch.cat(out).numpy()
             store.known[todo] = True
+            store.save()
         return torch.from_numpy(store.values[rows])
 
     @torch.no_grad()
@@ -142,11 +147,36 @@ class LogMelBaseline(LinearProbe):
 
 
 class _FeatureStore:
-    """Features of every clip of one prepared collection, filled in as they are computed."""
+    """Features of every clip of one prepared collection, filled in as they are computed.
 
-    def __init__(self, n: int, width: int):
+    Kept beside the collection's clips (``features-<key>.npz`` in its prepared folder), so the
+    next process -- ``crossval`` after ``train``, a chapter after another -- reads them instead of
+    hearing every clip again. The file goes with its folder when the collection is prepared anew;
+    one that cannot be written (a read-only cache) only costs the next process the hearing.
+    """
+
+    def __init__(self, n: int, width: int, file: Path | None = None):
         self.values = np.zeros((n, width), np.float32)
         self.known = np.zeros(n, bool)
+        self.file = file
+        if file is not None and file.is_file():
+            try:
+                with np.load(file) as f:
+                    if f["values"].shape == self.values.shape and f["known"].shape == self.known.shape:
+                        self.values, self.known = f["values"], f["known"].astype(bool)
+            except (OSError, ValueError, KeyError, EOFError):
+                pass                                    # damaged or half-written: computed again
+
+    def save(self) -> None:
+        if self.file is None:
+            return
+        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, values=self.values, known=self.known)
+            os.replace(tmp, self.file)                  # a reader sees the old file or the new one
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
 
 _STORES: dict[tuple, _FeatureStore] = {}
@@ -157,8 +187,6 @@ FEATURE_CACHE_BYTES = 1 << 30
 def _feature_store(clips: np.ndarray, probe: LinearProbe) -> _FeatureStore | None:
     """The store for ``clips`` when it is a prepared collection's memory map (named by its file, which
     is replaced, not rewritten, when the collection is prepared again), else ``None``."""
-    import os
-
     name = getattr(clips, "filename", None)
     if name is None:
         return None
@@ -170,5 +198,6 @@ def _feature_store(clips: np.ndarray, probe: LinearProbe) -> _FeatureStore | Non
             _STORES.clear()
             if need > FEATURE_CACHE_BYTES:
                 return None
-        _STORES[key] = _FeatureStore(len(clips), probe.n_features)
+        digest = hashlib.sha256(repr(key[1:]).encode()).hexdigest()[:16]
+        _STORES[key] = _FeatureStore(len(clips), probe.n_features, Path(name).with_name(f"features-{digest}.npz"))
     return _STORES[key]
