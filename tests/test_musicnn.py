@@ -124,14 +124,9 @@ def test_the_probe_refuses_clips_of_another_rate():
         MusicnnProbe(2, THESIS)
 
 
-def test_probe_features_of_a_prepared_collection_are_computed_once(tmp_path):
-    """Cross-validation fits a probe on most clips of a collection four times and scores the
-    rest: a tagger's features (0.1 s a clip) are computed once per clip and process, and
-    again when the collection's file is replaced by a new preparation."""
-    import os
-
+def counting_probe_class() -> type:
+    """A log-mel baseline whose features are cached like a tagger's; ``seen`` counts the clips it computed."""
     from thesis_lib.baseline import LogMelBaseline
-    from thesis_lib.predict import clip_probabilities
 
     class Counting(LogMelBaseline):
         cache_features = True
@@ -141,6 +136,18 @@ def test_probe_features_of_a_prepared_collection_are_computed_once(tmp_path):
             Counting.seen += len(x)
             return super().features(x)
 
+    return Counting
+
+
+def test_probe_features_of_a_prepared_collection_are_computed_once(tmp_path):
+    """Cross-validation fits a probe on most clips of a collection four times and scores the
+    rest: a tagger's features (0.1 s a clip) are computed once per clip and process, and
+    again when the collection's file is replaced by a new preparation."""
+    import os
+
+    from thesis_lib.predict import clip_probabilities
+
+    Counting = counting_probe_class()
     shape = (10, THESIS.clip_samples)
 
     def write(path, seed):
@@ -178,16 +185,8 @@ def test_probe_features_are_kept_beside_the_collection_for_the_next_process(tmp_
     import os
 
     from thesis_lib import baseline
-    from thesis_lib.baseline import LogMelBaseline
 
-    class Counting(LogMelBaseline):
-        cache_features = True
-        seen = 0
-
-        def features(self, x):
-            Counting.seen += len(x)
-            return super().features(x)
-
+    Counting = counting_probe_class()
     shape = (6, THESIS.clip_samples)
     clips = np.memmap(tmp_path / "clips.f32", np.float32, "w+", shape=shape)
     clips[:] = 0.3 * np.random.default_rng(0).standard_normal(shape)
