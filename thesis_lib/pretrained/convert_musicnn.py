@@ -43,54 +43,66 @@ def tf_variables(checkpoint_prefix: str) -> dict[str, np.ndarray]:
             if "Adam" not in k and not k.endswith("_power")}
 
 
+def _tensor(a) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, np.float32))
+
+
+def _bn(state: dict, w: dict, prefix: str, k: str) -> None:
+    """A TensorFlow batch norm ``k`` -> :class:`~thesis_lib.musicnn.FrozenBatchNorm` ``prefix``."""
+    for ours, theirs in (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance")):
+        state[f"{prefix}.{ours}"] = _tensor(w[f"{k}/{theirs}"])
+
+
+def _conv(state: dict, w: dict, prefix: str, k: str, one_d: bool = False) -> None:
+    """A TensorFlow convolution ``k`` (kernel ``(kh, kw, in, out)``) -> torch's ``(out, in, kh[, kw])``."""
+    kernel = _tensor(w[f"{k}/kernel"])
+    state[f"{prefix}.weight"] = kernel[:, :, 0, :].permute(2, 1, 0) if one_d else kernel.permute(3, 2, 0, 1)
+    state[f"{prefix}.bias"] = _tensor(w[f"{k}/bias"])
+
+
+def _dense(state: dict, w: dict, prefix: str, k: str) -> None:
+    state[f"{prefix}.weight"] = _tensor(w[f"{k}/kernel"]).T.contiguous()
+    state[f"{prefix}.bias"] = _tensor(w[f"{k}/bias"])
+
+
+def _tf_name(base: str, i: int) -> str:
+    """TensorFlow's name of the ``i``-th layer of a kind, in creation order: ``base``, ``base_1``, ..."""
+    return base if i == 0 else f"{base}_{i}"
+
+
 def port_state(w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """TensorFlow's variables (``conv2d_N``, ``batch_normalization_N`` in creation order) -> the port's state dict."""
-    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
     state: dict[str, torch.Tensor] = {}
-
-    def bn(prefix: str, k: str) -> None:
-        for ours, theirs in (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance")):
-            state[f"{prefix}.{ours}"] = t(w[f"{k}/{theirs}"])
-
-    def conv(prefix: str, k: str, one_d: bool = False) -> None:
-        kernel = t(w[f"{k}/kernel"])                                  # (kh, kw, in, out)
-        state[f"{prefix}.weight"] = (kernel[:, :, 0, :].permute(2, 1, 0) if one_d   # (out, in, kh)
-                                     else kernel.permute(3, 2, 0, 1))               # (out, in, kh, kw)
-        state[f"{prefix}.bias"] = t(w[f"{k}/bias"])
-
-    name = lambda base, i: base if i == 0 else f"{base}_{i}"  # noqa: E731
-    bn("input_bn", "batch_normalization")
+    _bn(state, w, "input_bn", "batch_normalization")
     for i in range(2):
-        conv(f"timbral.{i}", name("conv2d", i))
-        bn(f"timbral_bn.{i}", name("batch_normalization", i + 1))
+        _conv(state, w, f"timbral.{i}", _tf_name("conv2d", i))
+        _bn(state, w, f"timbral_bn.{i}", _tf_name("batch_normalization", i + 1))
     for i in range(3):
-        conv(f"temporal.{i}", name("conv2d", i + 2))
-        bn(f"temporal_bn.{i}", name("batch_normalization", i + 3))
+        _conv(state, w, f"temporal.{i}", _tf_name("conv2d", i + 2))
+        _bn(state, w, f"temporal_bn.{i}", _tf_name("batch_normalization", i + 3))
     for i in range(3):
-        conv(f"midend.{i}", name("conv2d", i + 5), one_d=True)
-        bn(f"midend_bn.{i}", name("batch_normalization", i + 6))
-    bn("pool_bn", "batch_normalization_9")
-    for ours, theirs in (("dense", "dense"), ("tags", "dense_1")):
-        state[f"{ours}.weight"] = t(w[f"{theirs}/kernel"]).T.contiguous()
-        state[f"{ours}.bias"] = t(w[f"{theirs}/bias"])
-    bn("dense_bn", "batch_normalization_10")
+        _conv(state, w, f"midend.{i}", _tf_name("conv2d", i + 5), one_d=True)
+        _bn(state, w, f"midend_bn.{i}", _tf_name("batch_normalization", i + 6))
+    _bn(state, w, "pool_bn", "batch_normalization_9")
+    _dense(state, w, "dense", "dense")
+    _dense(state, w, "tags", "dense_1")
+    _bn(state, w, "dense_bn", "batch_normalization_10")
     return state
 
 
 def port_vgg_state(w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The VGG tagger's variables (``1CNN``..``5CNN``, ``batch_normalization_N``, ``dense``) -> :class:`MusicnnVGG`'s."""
-    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
     state: dict[str, torch.Tensor] = {}
-    for i in range(6):
-        k = "batch_normalization" if i == 0 else f"batch_normalization_{i}"
-        for ours, theirs in (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance")):
-            state[f"{'input_bn' if i == 0 else f'bns.{i - 1}'}.{ours}"] = t(w[f"{k}/{theirs}"])
+    _bn(state, w, "input_bn", "batch_normalization")
     for i in range(5):
-        state[f"convs.{i}.weight"] = t(w[f"{i + 1}CNN/kernel"]).permute(3, 2, 0, 1)     # (out, in, kh, kw)
-        state[f"convs.{i}.bias"] = t(w[f"{i + 1}CNN/bias"])
-    state["tags.weight"] = t(w["dense/kernel"]).T.contiguous()
-    state["tags.bias"] = t(w["dense/bias"])
+        _conv(state, w, f"convs.{i}", f"{i + 1}CNN")
+        _bn(state, w, f"bns.{i}", _tf_name("batch_normalization", i + 1))
+    _dense(state, w, "tags", "dense")
     return state
+
+
+#: Each checkpoint of the wheel this script converts: the tagger kind, its mapping, its test reference.
+PORTS = {"MSD_musicnn": ("musicnn", port_state, REFERENCE), "MSD_vgg": ("vgg", port_vgg_state, VGG_REFERENCE)}
 
 
 def tf_outputs(package: Path, model: str, spec: np.ndarray) -> dict[str, np.ndarray]:
@@ -133,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--package", type=Path, required=True, help="the unpacked musicnn package folder (holds MSD_musicnn/)")
-    p.add_argument("--model", default="MSD_musicnn", choices=("MSD_musicnn", "MSD_vgg"))
+    p.add_argument("--model", default="MSD_musicnn", choices=list(PORTS))
     p.add_argument("--out", type=Path, help="default: the package's weights file of that tagger")
     p.add_argument("--reference", type=Path, help="default: tests/data/musicnn[_vgg]_reference.npz")
     a = p.parse_args(argv)
-    kind = "vgg" if "vgg" in a.model else "musicnn"
+    kind, port, reference = PORTS[a.model]
     a.out = a.out or tagger_weights(kind)[0]
-    a.reference = a.reference or (VGG_REFERENCE if kind == "vgg" else REFERENCE)
+    a.reference = a.reference or reference
     net = TAGGERS[kind]().eval()
-    net.load_state_dict((port_vgg_state if kind == "vgg" else port_state)(tf_variables(str(a.package / a.model) + "/")))
+    net.load_state_dict(port(tf_variables(str(a.package / a.model) + "/")))
     spec = reference_spectrograms().astype(np.float16).astype(np.float32)   # stored as float16
     theirs = tf_outputs(a.package, a.model, spec)
     with torch.no_grad():
