@@ -22,7 +22,7 @@ probabilities are simply multiplied.
 :class:`LateFusion` holds the members by name (:data:`FUSIONS`); its output is
 the mean of their log-probabilities, so its softmax is the **normalised
 geometric mean** of their probabilities (a "product of experts": a style wins
-where both find it likely, and one confident veto counts). Each member is
+where all find it likely, and one confident veto counts). Each member is
 trained as it would be alone (:func:`thesis_lib.robust.fit_robust`; with the
 same seed the ``fusion-mel`` CNN *is* ``--model mel``'s); nothing is fitted on
 their combination, so there is nothing that could over-fit a small collection.
