@@ -280,5 +280,9 @@ def test_the_shipped_default_net_was_trained_with_train_defaults():
     assert not moved, f"train's defaults moved since fusion-free was trained: {moved}"
     from thesis_lib.fusion import FUSIONS
 
+    from thesis_lib.baseline import LinearProbe
+
     model, _, _ = pretrained.load("fusion-free")       # the settings name the fusion, its members say which
     assert model.member_names == FUSIONS[TRAIN_DEFAULTS.model]
+    default_fit = LinearProbe(2, model.cfg, 1).balanced            # how a probe is fitted now
+    assert all(m.balanced == default_fit for m in model.members().values() if isinstance(m, LinearProbe))

@@ -12,7 +12,7 @@ import torch
 
 from conftest import red_and_blue_noise, tone_track, write_track
 from thesis_lib.augment import AugmentSettings, TrackWindows, augment_batch, shift
-from thesis_lib.baseline import LogMelBaseline
+from thesis_lib.baseline import LinearProbe, LogMelBaseline
 from thesis_lib.checkpoint import CheckpointError, load_model
 from thesis_lib.config import THESIS, TRAIN_DEFAULTS, TrainSettings
 from thesis_lib.crossval import crossval, few_test_tracks, track_folds
@@ -125,6 +125,48 @@ def test_baseline_learns_a_separable_set():
     with torch.no_grad():
         pred = model(torch.from_numpy(x[1::2]).unsqueeze(1)).argmax(1).numpy()
     assert (pred == y[1::2]).all()
+
+
+def test_style_weights_make_every_style_weigh_the_same():
+    from thesis_lib.baseline import style_weights
+
+    w = style_weights(np.array([0, 0, 0, 2]), 3)             # style 1 absent: the two present share the weight
+    assert np.allclose(w, [2 / 3, 2 / 3, 2 / 3, 2]) and np.isclose(w.mean(), 1)
+    assert np.allclose(style_weights(np.array([1, 0, 1, 0]), 2), 1) and style_weights(np.array([], int), 2).size == 0
+
+
+def test_a_balanced_fit_does_not_let_a_large_style_out_vote_a_small_one():
+    """Overlapping styles, 9 training clips of one to 1 of the other: the unweighted fit moves its
+    boundary into the small style (most of its clips called the large one); the balanced fit does not.
+    With as many clips of each style the two fits are the same."""
+    rng = np.random.default_rng(0)
+
+    def draw(n0, n1):
+        f = np.concatenate([rng.normal(0, 1, (n0, 4)), rng.normal(0, 1, (n1, 4)) + [1.0, 0, 0, 0]])
+        return torch.tensor(f, dtype=torch.float32), np.r_[np.zeros(n0, int), np.ones(n1, int)]
+
+    f, y = draw(900, 100)
+    test, ty = draw(500, 500)
+    recall = {}
+    for balanced in (False, True):
+        probe = LinearProbe(2, THESIS, 4, balanced=balanced).fit_features(f, y)
+        with torch.no_grad():
+            pred = probe.out((test - probe.mean) / probe.scale).argmax(1).numpy()
+        recall[balanced] = [float(np.mean(pred[ty == s] == s)) for s in (0, 1)]
+    assert recall[False][1] < 0.3 < 0.55 < recall[True][1]          # the small style is heard again
+    assert min(recall[True]) > 0.55                                   # at a fair cost to the large one
+    f, y = draw(300, 300)
+    a, b = (LinearProbe(2, THESIS, 4, balanced=flag).fit_features(f, y) for flag in (False, True))
+    assert torch.allclose(a.out.weight, b.out.weight, atol=1e-5)
+
+
+def test_a_checkpoint_says_how_its_probe_was_fitted():
+    from thesis_lib.checkpoint import build_architecture
+
+    arch = LogMelBaseline(3).architecture()
+    assert arch["balanced"] is True and build_architecture(arch, 3, THESIS).balanced is True
+    del arch["balanced"]                                            # written before the field: fitted unweighted
+    assert build_architecture(arch, 3, THESIS).balanced is False
 
 
 def test_late_fusion_is_the_normalised_geometric_mean_of_its_members():

@@ -14,6 +14,15 @@ gradient steps over epochs: :meth:`LogMelBaseline.fit` computes the features
 of every training clip once and solves the L2-regularised logistic
 regression with L-BFGS (``C = 1`` as in scikit-learn's default: mean
 cross-entropy + ``||W||^2 / (2 C N)``).
+
+Each style weighs the same in that mean, however many clips it has
+(:func:`style_weights`, scikit-learn's ``class_weight="balanced"``): real
+collections are lopsided (the free one has 559 metal clips against 1,370
+electronic ones; a game's soundtrack may give 30 clips or 2,500), and an
+unweighted fit moves its boundary toward the small styles, so their tracks are
+the ones it gets wrong. Cross-validated on three collections (README "Real
+music") the weighting cost no track anywhere and saved one to five in six of
+nine dealings.
 """
 
 from __future__ import annotations
@@ -31,6 +40,17 @@ from .config import THESIS, ThesisConfig
 from .mel import N_MELS, LogMel
 
 
+def style_weights(labels: np.ndarray, n_styles: int) -> np.ndarray:
+    """A weight per clip such that every style present weighs the same and the weights average 1
+    (``N / (K n_style)``, scikit-learn's "balanced"): a style with few clips is not out-voted in the fit."""
+    labels = np.asarray(labels, np.int64)
+    if not len(labels):
+        return np.zeros(0)
+    counts = np.bincount(labels, minlength=n_styles).astype(np.float64)
+    present = int((counts > 0).sum())
+    return len(labels) / (present * counts[labels])
+
+
 class LinearProbe(nn.Module):
     """Fixed features of a clip, standardised, into a linear layer (softmax = logistic regression).
 
@@ -40,9 +60,10 @@ class LinearProbe(nn.Module):
     here, a pretrained tagger's pooled activations in :mod:`thesis_lib.musicnn`.
     """
 
-    def __init__(self, n_styles: int, cfg: ThesisConfig, n_features: int, C: float = 1.0):
+    def __init__(self, n_styles: int, cfg: ThesisConfig, n_features: int, C: float = 1.0, balanced: bool = True):
         super().__init__()
         self.cfg, self.n_styles, self.n_features, self.C = cfg, n_styles, n_features, float(C)
+        self.balanced = bool(balanced)      # each style weighs the same in the fit (:func:`style_weights`)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
         self.out = nn.Linear(n_features, n_styles)
@@ -110,6 +131,8 @@ class LinearProbe(nn.Module):
             self.mean.copy_(feats.mean(0))
             self.scale.copy_(feats.std(0).clamp_min(1e-6) if len(feats) > 1 else torch.ones_like(self.scale))
         z = (feats - self.mean) / self.scale
+        w = (torch.as_tensor(style_weights(labels, self.n_styles), dtype=torch.float32, device=device)
+             if self.balanced else torch.ones(len(y), device=device))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         opt = torch.optim.LBFGS(self.out.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
@@ -118,7 +141,7 @@ class LinearProbe(nn.Module):
 
         def closure():
             opt.zero_grad()
-            loss = F.cross_entropy(self.out(z), y) + 0.5 * lam * self.out.weight.pow(2).sum()
+            loss = (w * F.cross_entropy(self.out(z), y, reduction="none")).mean() + 0.5 * lam * self.out.weight.pow(2).sum()
             loss.backward()
             return loss
 
@@ -130,8 +153,9 @@ class LinearProbe(nn.Module):
 class LogMelBaseline(LinearProbe):
     """Standardised log-mel mean/std per band -> linear layer (softmax = logistic regression)."""
 
-    def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, n_mels: int = N_MELS, C: float = 1.0):
-        super().__init__(n_styles, cfg, 2 * n_mels, C)
+    def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, n_mels: int = N_MELS, C: float = 1.0,
+                 balanced: bool = True):
+        super().__init__(n_styles, cfg, 2 * n_mels, C, balanced)
         self.n_mels = n_mels
         self.mel = LogMel(cfg.sample_rate, n_mels=n_mels)
 
@@ -143,7 +167,7 @@ class LogMelBaseline(LinearProbe):
 
     def architecture(self) -> dict:
         return {"name": "LogMelBaseline", "n_styles": self.n_styles, "n_mels": self.n_mels, "C": self.C,
-                "clip_samples": self.cfg.clip_samples}
+                "balanced": self.balanced, "clip_samples": self.cfg.clip_samples}
 
 
 class _FeatureStore:

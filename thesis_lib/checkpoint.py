@@ -180,7 +180,8 @@ def build_architecture(arch: dict[str, Any], n_styles: int, cfg: ThesisConfig) -
     if name == "LogMelBaseline":
         from .baseline import LogMelBaseline
 
-        return LogMelBaseline(n_styles, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0))
+        return LogMelBaseline(n_styles, cfg, n_mels=arch.get("n_mels", 64), C=arch.get("C", 1.0),
+                              balanced=arch.get("balanced", False))     # fitted unweighted before the field
     if name == "MusicnnProbe":
         from .musicnn import TAGGERS, MusicnnProbe, tagger_weights
 
@@ -189,7 +190,7 @@ def build_architecture(arch: dict[str, Any], n_styles: int, cfg: ThesisConfig) -
         if kind is None or arch.get("tagger_sha256", tagger_weights(kind)[1]) != tagger_weights(kind)[1]:
             raise CheckpointError(f"a probe on tagger weights this version does not ship ({arch.get('tagger')}, "
                                   f"sha256 {str(arch.get('tagger_sha256'))[:12]}...): train it again with this version")
-        return MusicnnProbe(n_styles, cfg, C=arch.get("C", 1.0), kind=kind)
+        return MusicnnProbe(n_styles, cfg, C=arch.get("C", 1.0), kind=kind, balanced=arch.get("balanced", False))
     if name == "LateFusion":
         from .fusion import MEMBER_MODELS, LateFusion
 

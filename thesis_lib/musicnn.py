@@ -270,9 +270,9 @@ class MusicnnProbe(LinearProbe):
     """
 
     def __init__(self, n_styles: int = 2, cfg: ThesisConfig = THESIS, C: float = 1.0, tagger: nn.Module | None = None,
-                 kind: str = "musicnn"):
+                 kind: str = "musicnn", balanced: bool = True):
         tagger_weights(kind)                     # refuses an unknown kind, naming the known ones
-        super().__init__(n_styles, cfg, TAGGERS[kind]().n_pooled if tagger is None else tagger.n_pooled, C)
+        super().__init__(n_styles, cfg, TAGGERS[kind]().n_pooled if tagger is None else tagger.n_pooled, C, balanced)
         self.kind = kind
         if cfg.sample_rate != SAMPLE_RATE:
             raise ValueError(f"musicnn hears {SAMPLE_RATE} Hz, not {cfg.sample_rate} Hz: "
@@ -308,5 +308,6 @@ class MusicnnProbe(LinearProbe):
 
     def architecture(self) -> dict:
         path, digest = tagger_weights(self.kind)
-        return {"name": "MusicnnProbe", "n_styles": self.n_styles, "C": self.C, "tagger": path.name,
+        return {"name": "MusicnnProbe", "n_styles": self.n_styles, "C": self.C, "balanced": self.balanced,
+                "tagger": path.name,
                 "tagger_sha256": digest, "clip_samples": self.cfg.clip_samples}

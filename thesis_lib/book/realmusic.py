@@ -86,8 +86,9 @@ def data_key(ds: PreparedDataset) -> str:
 
 def model_identity(model: str) -> dict:
     """What a model name stands for beyond the settings, when it is more than its name: a fusion's
-    members (``fusion`` was the CNN and the baseline before the tagger joined) and the pretrained
-    tagger's weights. Empty for the others, so their cached results keep their keys."""
+    members (``fusion`` was the CNN and the baseline before the tagger joined), the pretrained
+    taggers' weights and how linear probes are fitted (unweighted before they balanced the styles).
+    Empty for the others, so their cached results keep their keys."""
     from ..fusion import FUSIONS, MEMBER_MODELS
     from ..musicnn import tagger_weights
 
@@ -99,6 +100,8 @@ def model_identity(model: str) -> dict:
         out["tagger"] = tagger_weights("musicnn")[1][:16]
     if "musicnn-vgg" in parts:
         out["vgg_tagger"] = tagger_weights("vgg")[1][:16]
+    if {"baseline", "musicnn", "musicnn-vgg"} & set(parts):
+        out["probe_fit"] = "style-balanced"       # linear probes weigh every style the same (baseline.style_weights)
     return out
 
 
