@@ -16,7 +16,7 @@ from thesis_lib.baseline import LinearProbe, LogMelBaseline
 from thesis_lib.checkpoint import CheckpointError, load_model
 from thesis_lib.config import THESIS, TRAIN_DEFAULTS, TrainSettings
 from thesis_lib.crossval import crossval, few_test_tracks, track_folds
-from thesis_lib.data import DatasetError, Split, prepare_dataset, split_dataset
+from thesis_lib.data import DatasetError, prepare_dataset, split_dataset
 from thesis_lib.mel import LogMel, MelNet
 from thesis_lib.robust import build_model, prepared_for, train_any, validation_tracks
 
