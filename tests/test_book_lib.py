@@ -177,3 +177,14 @@ def test_h100_figures_shown_by_chapter_8_are_the_readmes():
     gpu = readme[readme.index("## GPU"):]
     for seconds in book.H100_SECONDS_PER_EPOCH.values():
         assert f"| {seconds:.3f} |" in gpu, seconds
+
+
+def test_a_page_log_never_shows_the_machines_cache_folder(tmp_path, monkeypatch):
+    """Chapter 4 prints the main job's log when it trains anew; the folder it composes into is this machine's."""
+    from thesis_lib.book.runs import page_log
+
+    monkeypatch.setenv("THESIS_LIB_CACHE", str(tmp_path / "cache"))
+    seen: list[str] = []
+    page_log(seen.append)(f"1/4 composing 4 tracks per style into {tmp_path / 'cache'}/synth/eb0bde5b87ca")
+    assert seen == ["1/4 composing 4 tracks per style into $THESIS_LIB_CACHE/synth/eb0bde5b87ca"]
+    page_log(None)("nothing to show")                      # no log: nothing printed, nothing raised

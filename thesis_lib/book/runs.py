@@ -27,6 +27,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -575,6 +576,15 @@ def _lock(path: Path):
     return held()
 
 
+def page_log(log) -> Callable[[str], None]:
+    """``log`` for a page: this machine's cache folder is written ``$THESIS_LIB_CACHE`` (a page the
+    book publishes never shows the paths of the machine that built it); ``None`` logs nothing."""
+    if log is None:
+        return lambda m: None
+    root = str(default_cache_dir())
+    return lambda m: log(str(m).replace(root, "$THESIS_LIB_CACHE"))
+
+
 def _train_run(out: Path, done: Path, spec: SynthSpec, cfg: ThesisConfig, settings: TrainSettings,
                split: str, progress: bool, log) -> None:
     import matplotlib.pyplot as plt
@@ -584,7 +594,7 @@ def _train_run(out: Path, done: Path, spec: SynthSpec, cfg: ThesisConfig, settin
     if out.exists():
         shutil.rmtree(out)  # an interrupted run: start again
     before = set(plt.get_fignums())
-    reproduce(out, spec, cfg, settings, split=split, progress=progress, log=log or (lambda m: None))
+    reproduce(out, spec, cfg, settings, split=split, progress=progress, log=page_log(log))
     for num in set(plt.get_fignums()) - before:  # reproduce saved figure21.png; do not show it twice
         plt.close(num)
     done.write_text(json.dumps({"spec": asdict(spec), "settings": asdict(settings), "split": split}, indent=1))
