@@ -278,9 +278,8 @@ def test_the_shipped_default_net_was_trained_with_train_defaults():
     moved = {k: (v, shipped.get(k)) for k, v in asdict(TRAIN_DEFAULTS).items()
              if k != "precision" and shipped.get(k) != v}      # a run records the precision it resolved
     assert not moved, f"train's defaults moved since fusion-free was trained: {moved}"
-    from thesis_lib.fusion import FUSIONS
-
     from thesis_lib.baseline import LinearProbe
+    from thesis_lib.fusion import FUSIONS
 
     model, _, _ = pretrained.load("fusion-free")       # the settings name the fusion, its members say which
     assert model.member_names == FUSIONS[TRAIN_DEFAULTS.model]

@@ -91,6 +91,7 @@ def model_identity(model: str) -> dict:
     Empty for the others, so their cached results keep their keys."""
     from ..fusion import FUSIONS, MEMBER_MODELS
     from ..musicnn import tagger_weights
+    from ..robust import CLOSED_FORM
 
     out: dict = {}
     parts = [MEMBER_MODELS[m] for m in FUSIONS.get(model, ())] or [model]
@@ -100,8 +101,8 @@ def model_identity(model: str) -> dict:
         out["tagger"] = tagger_weights("musicnn")[1][:16]
     if "musicnn-vgg" in parts:
         out["vgg_tagger"] = tagger_weights("vgg")[1][:16]
-    if {"baseline", "musicnn", "musicnn-vgg"} & set(parts):
-        out["probe_fit"] = "style-balanced"       # linear probes weigh every style the same (baseline.style_weights)
+    if set(CLOSED_FORM) & set(parts):          # a linear probe: it weighs every style the same (baseline.style_weights)
+        out["probe_fit"] = "style-balanced"
     return out
 
 
