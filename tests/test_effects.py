@@ -15,6 +15,7 @@ from thesis_lib.dream.effects import (EffectChain, Judge, change_measures, compa
                                       compressor, describe_parameters, drive, effect_steer, equalizer, gain,
                                       parameters, peak_normalise, steering_strength, strength_markdown)
 from thesis_lib.dream.measures import audio_problems
+from thesis_lib.dream.settings import EFFECTS
 
 ITER = 6
 
@@ -95,8 +96,10 @@ def test_effect_steering_raises_the_target_within_bounds_and_the_judge_is_not_co
     assert {"loudness_change_db", "snr_db", "spectral_distance_db", "ltas_db", "envelope_corr"} <= set(r.measures)
     assert isinstance(r.summary()["words"], str)
     # A huge penalty keeps every control at neutral: the result is the clip.
+    # (the confidence rule relaxes it its 6 times, to 1e6 / 729, and gives up)
     still = effect_steer(model, clip, target, 2, penalty=1e6, progress=False)
     assert still.measures["snr_db"] > 30 and still.words.startswith("no audible change")
+    assert still.searches == 1 + EFFECTS.relaxations and still.penalty == pytest.approx(1e6 / 3 ** 6)
 
 
 def test_bad_input_is_refused_clearly(net, judge):
@@ -106,6 +109,9 @@ def test_bad_input_is_refused_clearly(net, judge):
         effect_steer(model, clip, 7, 1, progress=False)
     with pytest.raises(DreamError, match="penalty"):
         effect_steer(model, clip, 1, 1, penalty=-1, progress=False)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(DreamError, match="confidence must be a probability"):
+            effect_steer(model, clip, 1, 1, confidence=bad, progress=False)
     with pytest.raises(DreamError, match="style names"):
         effect_steer(model, clip, 1, 1, judge=judge, progress=False)
     with pytest.raises(DreamError, match="does not know the style"):
@@ -159,6 +165,7 @@ def test_effects_cli_prints_parameters_and_both_models(net, judge, tmp_path, cap
                  "--judge", str(judge_path)]) == 0
     out = capsys.readouterr().out
     assert "effects toward high" in out and "parameters:" in out and "judge" in out and "SNR" in out
+    assert "penalty " in out
     for name in ("fx.wav", "fx_original.wav"):
         info = sf.info(tmp_path / name)
         assert info.subtype == "PCM_16" and info.frames == THESIS.clip_samples, name
@@ -196,8 +203,6 @@ class _DensityNet(torch.nn.Module):
 def test_a_second_start_with_the_drive_engaged_finds_a_lower_loss_than_neutral_alone():
     from dataclasses import replace
 
-    from thesis_lib.dream.settings import EFFECTS
-
     net, clip = _DensityNet(), chord()
     alone = effect_steer(net, clip, 1, ITER, penalty=0.1, cfg=replace(EFFECTS, starts=()), progress=False)
     both = effect_steer(net, clip, 1, ITER, penalty=0.1, progress=False)
@@ -206,6 +211,21 @@ def test_a_second_start_with_the_drive_engaged_finds_a_lower_loss_than_neutral_a
     assert both.params["drive_mix"] > 0.05 and both.params["drive_db"] > 6   # this net wants drive: it is kept
     with pytest.raises(DreamError, match="unknown controls"):
         effect_steer(net, clip, 1, 1, cfg=replace(EFFECTS, starts=((("reverb", 1.0),),)), progress=False)
+
+
+def test_the_penalty_is_relaxed_until_the_net_is_sure_and_no_further():
+    """One search at a penalty of 10 leaves the density net unsure; the confidence rule divides the
+    penalty by 3 and searches on until it is sure, and stops there; a confidence the first search
+    already meets changes nothing."""
+    net, clip = _DensityNet(), chord()
+    fixed = effect_steer(net, clip, 1, ITER, penalty=10.0, confidence=None, progress=False)
+    assert fixed.p_target_after < 0.95 and fixed.searches == 1 and fixed.penalty == 10.0
+    sure = effect_steer(net, clip, 1, ITER, penalty=10.0, confidence=0.95, progress=False)
+    assert sure.p_target_after >= 0.95 and 1 < sure.searches <= 1 + EFFECTS.relaxations
+    assert sure.penalty == pytest.approx(10.0 / EFFECTS.relax_factor ** (sure.searches - 1))
+    assert sure.measures["snr_db"] < fixed.measures["snr_db"]          # surer took a larger change
+    met = effect_steer(net, clip, 1, ITER, penalty=10.0, confidence=fixed.p_target_after / 2, progress=False)
+    assert met.searches == 1 and met.params == fixed.params and met.iterations == fixed.iterations
 
 
 def test_a_judge_that_reads_16_khz_hears_the_8_khz_clip_resampled():
@@ -242,6 +262,12 @@ def test_steer_compare_cli_counts_both_kinds_over_a_collection(net, judge, tmp_p
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["penalty"] == 2 and [r["penalty"] for r in saved["strengths"]] == [0.5]
-    assert "| 2 |" in out and "| 0.5 |" in out
+    assert "| 2, relaxed to p ≥ 0.95" in out and "| 0.5 |" in out
+    assert saved["confidence"] == 0.95 and saved["summary"]["effects"]["confidence"] == 0.95
+    assert main([*common, "--target", "high", "--confidence", "0", "--out", str(tmp_path / "c.json")]) == 0
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["confidence"] is None and saved["summary"]["effects"]["median_penalty"] == 1.0
+    assert main([*common, "--target", "high", "--confidence", "1.5", "--out", str(tmp_path / "z.json")]) == 1
+    assert "confidence must be a probability" in capsys.readouterr().err
     assert main([*common, "--target", "high", "--strengths", "-1", "--out", str(tmp_path / "y.json")]) == 1
     assert "penalty must be" in capsys.readouterr().err

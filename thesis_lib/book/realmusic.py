@@ -250,6 +250,13 @@ def _steering_setup(ds: PreparedDataset, net: str, target: str, clips: int, quie
     return model, styles, judge, data, pick, x
 
 
+def _search_settings() -> dict:
+    """The effect search's defaults that decide a steering result (a change of them is a new result)."""
+    from ..dream.settings import EFFECTS
+
+    return {k: getattr(EFFECTS, k) for k in ("iterations", "penalty", "confidence", "relax_factor", "relaxations")}
+
+
 def _steering_key(ds: PreparedDataset, net: str, clips: int, target: str, **more) -> str:
     from .. import pretrained
 
@@ -295,7 +302,8 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
         e = effect_steer(model, x[best], t, judge=judge, styles=styles, progress=False)
         return {"summary": summary, "net": net, "judge": judge.name,
                 "clips": [{"track": data.tracks[data.track_of[i]], "words": v.words,
-                           "drive": v.params.get("drive_mix", 0.0) >= 0.05,
+                           "drive": v.params.get("drive_mix", 0.0) >= 0.05, "penalty": v.penalty,
+                           "p_after": v.p_target_after,
                            "judge_agrees": v.judge_before != judge.index(target) and v.judge_after == judge.index(target)}
                           for i, v in zip(pick, verdicts["effects"])],
                 "best": {"track": data.tracks[data.track_of[pick[best]]], "words": e.words,
@@ -303,14 +311,16 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
                          "sample_rate": model.cfg.sample_rate,
                          "original": np.round(e.original, 4).tolist(), "audio": np.round(e.audio, 4).tolist()}}
 
-    return _cached("steer", _steering_key(ds, net, clips, target), compute)
+    return _cached("steer", _steering_key(ds, net, clips, target, effects=_search_settings()), compute)
 
 
-def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (0.3, 0.1, 0.03), clips: int = 16,
+def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03), clips: int = 16,
                            target: str = "metal", net: str = "mel-free", log=None) -> tuple[dict, bool] | None:
-    """The clips of :func:`real_steering` steered through the effects at smaller penalties (cached):
-    :func:`~thesis_lib.dream.effects.steering_strength`'s rows; ``None`` for other data."""
+    """The clips of :func:`real_steering` steered through the effects at fixed penalties, one search
+    each with no relaxing toward a confidence (cached): :func:`~thesis_lib.dream.effects.steering_strength`'s
+    rows; ``None`` for other data."""
     from ..dream.effects import steering_strength
+    from ..dream.settings import EFFECTS
 
     if not _shipped_net_data(ds, net):
         return None
@@ -321,4 +331,5 @@ def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (
         return {"rows": steering_strength(model, styles, x, styles.index(target), judge, tuple(penalties),
                                           progress=False), "net": net, "judge": judge.name}
 
-    return _cached("strength", _steering_key(ds, net, clips, target, penalties=list(penalties)), compute)
+    return _cached("strength", _steering_key(ds, net, clips, target, penalties=list(penalties),
+                                             iterations=EFFECTS.iterations), compute)

@@ -43,6 +43,20 @@ def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
 def _add_penalty(p: argparse.ArgumentParser) -> None:
     p.add_argument("--penalty", type=float, default=EFFECTS.penalty,
                    help=f"effects: weight of the parameters' distance from neutral (default {EFFECTS.penalty:g})")
+    p.add_argument("--confidence", type=float, default=EFFECTS.confidence,
+                   help=f"effects: while the net's probability of the target stays below this, divide the penalty "
+                        f"by {EFFECTS.relax_factor:g} and search on (at most {EFFECTS.relaxations} times): the "
+                        f"smallest change that makes the net sure (default {EFFECTS.confidence:g}; 0: one search "
+                        "at --penalty)")
+
+
+def _confidence(a: argparse.Namespace) -> float | None:
+    """``--confidence`` as :func:`~thesis_lib.dream.effects.effect_steer` takes it (0: None), checked."""
+    from .effects import check_confidence
+
+    confidence = a.confidence or None
+    check_confidence(confidence)
+    return confidence
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -262,9 +276,11 @@ def _effects(a: argparse.Namespace, model, styles: list[str], clip, out: Path) -
     if judge is not None:
         judge.index(styles[target])      # refuse a judge without the target before the search, not after
     r = effect_steer(model, clip, target, a.iterations or EFFECTS.iterations, a.penalty, judge, styles,
-                     progress=not a.quiet)
+                     progress=not a.quiet, confidence=_confidence(a))
     name = styles[target]
     lines = [f"effects toward {name}: {r.iterations} L-BFGS-B iterations in {r.seconds:.1f} s",
+             f"penalty {r.penalty:.3g}" + (f" (relaxed {r.searches - 1} times from {a.penalty:g} to make the net "
+                                           "sure)" if r.searches > 1 else ""),
              f"parameters: {r.words}",
              "  " + ", ".join(f"{k} {v:.2f}" for k, v in r.params.items()),
              f"net:   p({name}) {r.p_target_before:.3f} -> {r.p_target_after:.3f}, predicted "
@@ -352,18 +368,20 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
     iterations = {} if a.iterations is None else {"steer_iterations": a.iterations, "effect_iterations": a.iterations}
     for penalty in (a.penalty, *a.strengths):    # before minutes of steering, not after
         check_penalty(penalty)
+    confidence = _confidence(a)
     target = styles.index(a.target)
     summary, verdicts = compare_steering(model, styles, clips, target, judge, penalty=a.penalty,
-                                         progress=not a.quiet, **iterations)
+                                         progress=not a.quiet, confidence=confidence, **iterations)
     print(comparison_markdown(summary))
     strengths = []
     if a.strengths:
         strengths = steering_strength(model, styles, clips, target, judge, tuple(a.strengths),
                                       **({} if a.iterations is None else {"iterations": a.iterations}),
                                       progress=not a.quiet)
-        print(strength_markdown([{"penalty": a.penalty, **summary["effects"]}, *strengths]))
+        print(strength_markdown([{**summary["effects"], "penalty": a.penalty, "confidence": confidence}, *strengths]))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"summary": summary, "penalty": a.penalty, "strengths": strengths,
+    a.out.write_text(json.dumps({"summary": summary, "penalty": a.penalty, "confidence": confidence,
+                                 "strengths": strengths,
                                  "model": str(a.model), "judge": str(a.judge),
                                  "clips": [{"track": ds.tracks[ds.track_of[i]], "clip": int(i),
                                             "effects": v.words, "net_after": styles[v.net_after]}

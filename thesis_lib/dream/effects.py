@@ -349,6 +349,8 @@ class EffectResult:
     judge_predicted_after: int | None = None
     judge_target: int | None = None
     loss: float = float("nan")  #: the search's objective at the end (-log p(target) + penalty term)
+    penalty: float = float("nan")  #: the penalty of the last search (smaller than asked when relaxed)
+    searches: int = 1           #: searches run: 1, plus one per relaxation toward the confidence
 
     @property
     def flipped(self) -> bool:
@@ -387,9 +389,16 @@ def check_penalty(penalty: float) -> None:
         raise DreamError(f"the penalty must be a finite number >= 0, not {penalty}")
 
 
+def check_confidence(confidence: float | None) -> None:
+    """A confidence of :func:`effect_steer` is None or a probability strictly between 0 and 1."""
+    if confidence is not None and not 0 < confidence < 1:
+        raise DreamError(f"the confidence must be a probability between 0 and 1 (exclusive), not {confidence}")
+
+
 def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iterations: int = EFFECTS.iterations,
                  penalty: float = EFFECTS.penalty, judge: Judge | None = None, styles: list[str] | None = None,
-                 cfg: EffectsConfig = EFFECTS, progress: bool = True) -> EffectResult:
+                 cfg: EffectsConfig = EFFECTS, progress: bool = True,
+                 confidence: float | None = EFFECTS.confidence) -> EffectResult:
     """Find the effect parameters that make ``model`` hear ``target``; the judge only scores the result.
 
     Minimises ``-log p(target | chain(x, p)) + penalty · Σ ((p - neutral) / range)²``
@@ -397,16 +406,24 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
     and from each of ``cfg.starts`` (drive and compression engaged: at neutral
     the drive amount has no gradient, see :class:`EffectsConfig`), keeping the
     end with the lowest loss -- the penalty still pulls every control toward neutral, so an
-    engaged drive survives only where the net wants it. ``judge`` (optional)
-    is called twice, on the clip and on the result, never during the search;
-    ``styles`` are the steering net's style names, used to find the target
-    among the judge's.
+    engaged drive survives only where the net wants it.
+
+    With ``confidence`` (default ``cfg``'s 0.95), while the net's probability of the target
+    at the end falls short of it, the penalty is divided by ``cfg.relax_factor`` and the search
+    goes on from where it stopped, at most ``cfg.relaxations`` times: the penalty method for the
+    smallest move of the controls that makes the net *sure* (chapter 4b shows what each
+    strength buys). ``confidence=None``: one search at ``penalty``.
+
+    ``judge`` (optional) is called twice, on the clip and on the result, never during the
+    search; ``styles`` are the steering net's style names, used to find the target among the
+    judge's.
     """
     freeze(model)
     x0 = check_clip(clip, model.cfg)
     if not 0 <= target < model.n_styles:
         raise DreamError(f"target style {target} out of range for a model with {model.n_styles} styles")
     check_penalty(penalty)
+    check_confidence(confidence)
     if iterations < 1:
         raise DreamError(f"iterations must be at least 1, not {iterations}")
     judge_target = _judge_target(judge, styles, target)
@@ -415,44 +432,58 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
     x = torch.as_tensor(x0, device=device)
     u0 = torch.as_tensor(chain.neutral_unit, dtype=torch.float32, device=device)
 
-    def loss(u: torch.Tensor) -> torch.Tensor:
+    def loss(u: torch.Tensor, weight: float) -> torch.Tensor:
         y = chain.apply(x, chain.from_unit(u))
         logp = torch.log_softmax(model(y[None]), dim=1)[0, target]
-        return -logp + penalty * ((u - u0) ** 2).sum()
+        return -logp + weight * ((u - u0) ** 2).sum()
 
     with torch.no_grad():
         original = chain.apply(x, chain.from_unit(u0)).cpu().numpy()
     p0 = _net_proba(model, original, device)
     t0 = time.perf_counter()
-    out = None
-    for start in ({}, *(dict(s) for s in cfg.starts)):
-        unknown = set(start) - set(chain.names)
-        if unknown:
-            raise DreamError(f"EffectsConfig.starts names unknown controls {sorted(unknown)}; the chain has {chain.names}")
-        values0 = {**neutral(cfg), **start}
-        u_start = np.array([p.to_unit(values0[p.name]) for p in chain.params], dtype=np.float64)
-        tried = minimize_lbfgs(loss, u_start, iterations, (0.0, 1.0), device, progress,
-                               desc=f"effects → {target}")
-        if out is None or tried.loss < out.loss:
-            out = tried
+    starts = _starts(chain, cfg)
+    weight, searches, spent = float(penalty), 0, 0
+    while True:
+        out = None
+        for u_start in starts:
+            tried = minimize_lbfgs(lambda u: loss(u, weight), u_start, iterations, (0.0, 1.0), device, progress,
+                                   desc=f"effects → {target} (penalty {weight:.3g})")
+            if out is None or tried.loss < out.loss:
+                out = tried
+        searches, spent = searches + 1, spent + out.iterations
+        u = torch.as_tensor(out.x, dtype=torch.float32, device=device).clamp(0, 1)
+        values = chain.from_unit(u)
+        with torch.no_grad():
+            y = chain.apply(x, values).cpu().numpy()
+        p1 = _net_proba(model, y, device)
+        if confidence is None or p1[target] >= confidence or searches > cfg.relaxations:
+            break
+        weight, starts = weight / cfg.relax_factor, [np.asarray(out.x, dtype=np.float64)]  # go on from there
     seconds = time.perf_counter() - t0
-    u = torch.as_tensor(out.x, dtype=torch.float32, device=device).clamp(0, 1)
-    values = chain.from_unit(u)
-    with torch.no_grad():
-        y = chain.apply(x, values).cpu().numpy()
-    p1 = _net_proba(model, y, device)
     params = {name: float(v) for name, v in zip(chain.names, values.cpu().numpy())}
     audio = finish_audio(y, model.cfg)
     result = EffectResult(audio, finish_audio(original, model.cfg), target, params, describe_parameters(params, cfg),
                           float(p0[target]), float(p1[target]), int(p0.argmax()), int(p1.argmax()),
-                          change_measures(audio, original, model.cfg.sample_rate), seconds, out.iterations,
-                          loss=float(out.loss))
+                          change_measures(audio, original, model.cfg.sample_rate), seconds, spent,
+                          loss=float(out.loss), penalty=weight, searches=searches)
     if judge is not None:
         j0, j1 = judge.proba(result.original, model.cfg.sample_rate), judge.proba(result.audio, model.cfg.sample_rate)
         result.judge_target = judge_target
         result.judge_p_target_before, result.judge_p_target_after = float(j0[judge_target]), float(j1[judge_target])
         result.judge_predicted_before, result.judge_predicted_after = int(j0.argmax()), int(j1.argmax())
     return result
+
+
+def _starts(chain: EffectChain, cfg: EffectsConfig) -> list[np.ndarray]:
+    """The first search's starting points in [0, 1]: neutral, then each of ``cfg.starts``."""
+    out = []
+    for start in ({}, *(dict(s) for s in cfg.starts)):
+        unknown = set(start) - set(chain.names)
+        if unknown:
+            raise DreamError(f"EffectsConfig.starts names unknown controls {sorted(unknown)}; the chain has {chain.names}")
+        values0 = {**neutral(cfg), **start}
+        out.append(np.array([p.to_unit(values0[p.name]) for p in chain.params], dtype=np.float64))
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -476,6 +507,7 @@ class Verdict:
     seconds: float
     params: dict[str, float] = field(default_factory=dict)
     words: str = ""
+    penalty: float = float("nan")   #: effects: the penalty of the last search (see :func:`effect_steer`)
 
 
 def _row(verdicts: list[Verdict], target: int, judge_target: int) -> dict:
@@ -501,13 +533,17 @@ def _row(verdicts: list[Verdict], target: int, judge_target: int) -> dict:
            "seconds": float(sum(v.seconds for v in verdicts))}
     for key in verdicts[0].measures:
         row[f"mean_{key}"] = float(np.mean([v.measures[key] for v in verdicts]))
+    penalties = [v.penalty for v in verdicts if math.isfinite(v.penalty)]
+    if penalties:
+        row["median_penalty"] = float(np.median(penalties))
     return row
 
 
 def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarray, target: int, judge: Judge,
                      steer_iterations: int = TRANSFORM.steer_iterations,
                      effect_iterations: int = EFFECTS.iterations, penalty: float = EFFECTS.penalty,
-                     cfg: EffectsConfig = EFFECTS, progress: bool = True) -> tuple[dict, dict[str, list[Verdict]]]:
+                     cfg: EffectsConfig = EFFECTS, progress: bool = True,
+                     confidence: float | None = EFFECTS.confidence) -> tuple[dict, dict[str, list[Verdict]]]:
     """Sample-level steering and effect steering of every clip toward ``target``, judged by both models.
 
     Returns ``(summary, verdicts)``: ``summary["samples"]`` and
@@ -516,7 +552,9 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
     (among clips the judge did not), and by both at once (a transformation
     that counts), the mean probabilities and the mean change measures of
     :func:`change_measures`. Both kinds are measured against the clip at
-    peak 0.9 and judged on their written audio (peak 0.9).
+    peak 0.9 and judged on their written audio (peak 0.9). ``penalty`` and ``confidence``
+    are :func:`effect_steer`'s (by default: relaxed until the net is 95 % sure; sample-level
+    steering, which has no such rule, makes it surer still).
     """
     from .transform import steer
 
@@ -528,7 +566,8 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
     device = device_of(model)
     out: dict[str, list[Verdict]] = {"samples": [], "effects": []}
     for clip in tqdm(clips, desc=f"steering both ways → {styles[target]}", disable=not progress):
-        e = effect_steer(model, clip, target, effect_iterations, penalty, judge, styles, cfg, progress=False)
+        e = effect_steer(model, clip, target, effect_iterations, penalty, judge, styles, cfg, progress=False,
+                         confidence=confidence)
         out["effects"].append(_effect_verdict(e))
         original = e.original
         s = steer(model, original, target, steer_iterations, progress=False)
@@ -541,22 +580,24 @@ def compare_steering(model: torch.nn.Module, styles: list[str], clips: np.ndarra
     summary = {kind: _row(v, target, judge_target) for kind, v in out.items()}
     summary["target"] = styles[target]
     summary["judge"] = judge.name
+    summary["effects"].update(penalty=float(penalty), confidence=confidence)
     return summary, out
 
 
 def _effect_verdict(e: EffectResult) -> Verdict:
     return Verdict("effects", e.predicted_before, e.predicted_after, e.judge_predicted_before,
                    e.judge_predicted_after, e.p_target_before, e.p_target_after, e.judge_p_target_before,
-                   e.judge_p_target_after, e.measures, e.seconds, e.params, e.words)
+                   e.judge_p_target_after, e.measures, e.seconds, e.params, e.words, e.penalty)
 
 
 def steering_strength(model: torch.nn.Module, styles: list[str], clips: np.ndarray, target: int, judge: Judge,
                       penalties: tuple[float, ...], iterations: int = EFFECTS.iterations,
                       cfg: EffectsConfig = EFFECTS, progress: bool = True) -> list[dict]:
-    """Effect steering of the same clips at several penalties: how strong must the change be
+    """Effect steering of the same clips at several fixed penalties: how strong must the change be
     before the judge agrees? One :func:`compare_steering`-style row per penalty (its
-    ``"effects"`` summary plus ``"penalty"``). A smaller penalty lets the controls move further
-    from neutral; the rows show what that buys (flips) and costs (SNR, loudness, spectrum)."""
+    ``"effects"`` summary plus ``"penalty"``), each one search at that penalty with no relaxing
+    toward a confidence. A smaller penalty lets the controls move further from neutral; the
+    rows show what that buys (flips) and costs (SNR, loudness, spectrum)."""
     clips = np.asarray(clips, dtype=np.float32)
     if clips.ndim != 2 or len(clips) == 0:
         raise DreamError(f"steering_strength needs a (clips, samples) array of at least one clip, got {clips.shape}")
@@ -564,20 +605,31 @@ def steering_strength(model: torch.nn.Module, styles: list[str], clips: np.ndarr
     rows = []
     for penalty in penalties:
         verdicts = [_effect_verdict(effect_steer(model, clip, target, iterations, penalty, judge, styles, cfg,
-                                                 progress=False))
+                                                 progress=False, confidence=None))
                     for clip in tqdm(clips, desc=f"effects at penalty {penalty:g}", disable=not progress)]
         rows.append({"penalty": float(penalty), **_row(verdicts, target, judge_target)})
     return rows
 
 
+def search_label(row: dict) -> str:
+    """How a row's effect search was run: ``"0.3"`` (one search at that penalty) or
+    ``"1, relaxed to p ≥ 0.95 (median 0.33)"`` (:func:`effect_steer`'s confidence rule)."""
+    if row.get("confidence") is None:
+        return f"{row['penalty']:g}"
+    median = f" (median {row['median_penalty']:.2g})" if "median_penalty" in row else ""
+    return f"{row['penalty']:g}, relaxed to p ≥ {row['confidence']:g}{median}"
+
+
 def strength_markdown(rows: list[dict]) -> str:
-    """The table of :func:`steering_strength`'s rows, strongest penalty first."""
+    """The table of :func:`steering_strength`'s rows, strongest penalty first (a row with a
+    ``"confidence"`` says so in its first column: see :func:`search_label`)."""
     head = ("| penalty | net flips | judge flips | loudness change dB | SNR dB | spectral distance dB "
-            "| envelope corr. |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    return "\n".join([head, *(f"| {r['penalty']:g} | {r['net_flipped']}/{r['net_candidates']} | "
+            "| envelope corr. |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    return "\n".join([head, *(f"| {search_label(r)} | {r['net_flipped']}/{r['net_candidates']} | "
                                f"{r['judge_flipped']}/{r['judge_candidates']} | {r['mean_loudness_change_db']:+.1f} | "
                                f"{r['mean_snr_db']:.1f} | {r['mean_spectral_distance_db']:.1f} | "
-                               f"{r['mean_envelope_corr']:.2f} |" for r in sorted(rows, key=lambda r: -r["penalty"]))])
+                               f"{r['mean_envelope_corr']:.2f} |"
+                               for r in sorted(rows, key=lambda r: (r.get("confidence") is not None, -r["penalty"])))])
 
 
 def collection_clips(ds, target: str, n: int, split_seed: int | None = None, seed: int = 0) -> np.ndarray:
@@ -613,5 +665,5 @@ def comparison_markdown(summary: dict) -> str:
 
 __all__ = ["PEAK", "Param", "parameters", "neutral", "gain", "eq_weights", "equalizer", "drive", "compressor",
            "peak_normalise", "EffectChain", "describe_parameters", "Judge", "change_measures", "EffectResult",
-           "check_penalty", "effect_steer", "Verdict", "compare_steering", "steering_strength", "strength_markdown",
+           "check_penalty", "check_confidence", "effect_steer", "Verdict", "compare_steering", "steering_strength", "search_label", "strength_markdown",
            "collection_clips", "comparison_markdown"]

@@ -82,8 +82,18 @@ TRANSFORM = TransformConfig()
 class EffectsConfig:
     """Defaults of effect steering (:mod:`thesis_lib.dream.effects`): an audible effect chain's parameters optimised."""
 
-    iterations: int = 40                      #: L-BFGS-B iterations over the effect parameters
+    iterations: int = 40                      #: L-BFGS-B iterations over the effect parameters (per search)
     penalty: float = 1.0                      #: weight of Σ((p - neutral) / range)², each parameter's move as a share of its range
+    #: The net's probability of the target that the search must reach: while it falls short, the
+    #: penalty is divided by ``relax_factor`` and the search goes on from where it stopped, at most
+    #: ``relaxations`` times. None: one search at ``penalty``. Why: at a fixed penalty the search
+    #: stops where the net's gain balances the cost of moving, often just over the line, where a
+    #: change flips this net without being something another model hears (Carlini & Wagner 2017:
+    #: adversarial changes made with more confidence transfer better to other models). 0.95 is the
+    #: usual "sure"; it was fixed before any judge was consulted, and chapter 4b shows the others.
+    confidence: float | None = 0.95
+    relax_factor: float = 3.0                 #: the penalty is divided by this at each relaxation
+    relaxations: int = 6                      #: at most this many relaxations (penalty down to 1/729 of the start)
     eq_bands_hz: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)  #: EQ band centres (octaves)
     eq_width_octaves: float = 0.5             #: std of each EQ band's bump on a log-frequency axis
     compressor_window_ms: float = 10.0        #: RMS window of the compressor's level detector
