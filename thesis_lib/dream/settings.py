@@ -85,8 +85,9 @@ class EffectsConfig:
     iterations: int = 40                      #: L-BFGS-B iterations over the effect parameters (per search)
     penalty: float = 1.0                      #: weight of Σ((p - neutral) / range)², each parameter's move as a share of its range
     #: The net's probability of the target that the search must reach: while it falls short, the
-    #: penalty is divided by ``relax_factor`` and the search goes on from where it stopped, at most
-    #: ``relaxations`` times. None: one search at ``penalty``. Why: at a fixed penalty the search
+    #: penalty is divided by ``relax_factor`` and the search runs again (from where it stopped and
+    #: from the first starts, the lowest loss kept), at most ``relaxations`` times. None: one
+    #: search at ``penalty``. Why: at a fixed penalty the search
     #: stops where the net's gain balances the cost of moving, often just over the line, where a
     #: change flips this net without being something another model hears (Carlini & Wagner 2017:
     #: adversarial changes made with more confidence transfer better to other models). 0.95 is the
