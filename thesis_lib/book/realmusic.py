@@ -304,7 +304,7 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
                 "clips": [{"track": data.tracks[data.track_of[i]], "words": v.words,
                            "drive": v.params.get("drive_mix", 0.0) >= 0.05, "penalty": v.penalty,
                            "p_after": v.p_target_after,
-                           "judge_agrees": v.judge_before != judge.index(target) and v.judge_after == judge.index(target)}
+                           "judge_agrees": v.judge_before != jt and v.judge_after == jt}
                           for i, v in zip(pick, verdicts["effects"])],
                 "best": {"track": data.tracks[data.track_of[pick[best]]], "words": e.words,
                          "judge_p_before": e.judge_p_target_before, "judge_p_after": e.judge_p_target_after,

@@ -378,7 +378,7 @@ def cmd_steer_compare(a: argparse.Namespace) -> int:
         strengths = steering_strength(model, styles, clips, target, judge, tuple(a.strengths),
                                       **({} if a.iterations is None else {"iterations": a.iterations}),
                                       progress=not a.quiet)
-        print(strength_markdown([{**summary["effects"], "penalty": a.penalty, "confidence": confidence}, *strengths]))
+        print(strength_markdown([summary["effects"], *strengths]))     # the default's row names its penalty and confidence
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"summary": summary, "penalty": a.penalty, "confidence": confidence,
                                  "strengths": strengths,

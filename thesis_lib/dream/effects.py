@@ -442,7 +442,7 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
         original = chain.apply(x, chain.from_unit(u0)).cpu().numpy()
     p0 = _net_proba(model, original, device)
     t0 = time.perf_counter()
-    starts = _starts(chain, cfg)
+    first = starts = _starts(chain, cfg)
     weight, searches, spent = float(penalty), 0, 0
     while True:
         out = None
@@ -461,7 +461,7 @@ def effect_steer(model: torch.nn.Module, clip: np.ndarray, target: int, iteratio
             break
         # search again from where it stopped and from the first starts: continuing alone got stuck
         # short of the confidence in 2 of the 16 clips of chapter 4b, fresh starts reached it in all
-        weight, starts = weight / cfg.relax_factor, [*_starts(chain, cfg), np.asarray(out.x, dtype=np.float64)]
+        weight, starts = weight / cfg.relax_factor, [*first, np.asarray(out.x, dtype=np.float64)]
     seconds = time.perf_counter() - t0
     params = {name: float(v) for name, v in zip(chain.names, values.cpu().numpy())}
     audio = finish_audio(y, model.cfg)
