@@ -55,6 +55,32 @@ def test_cache_key_covers_data_settings_and_folds_not_device(toy_prepared):
     assert k != realmusic.cache_key(toy_prepared, replace(s, sample_rate=None), {"folds": 2})
 
 
+def test_steering_key_names_everything_a_steering_result_depends_on(toy_prepared, monkeypatch):
+    """A change of the effect search's starts, of the sample-level steering or of the judge's fit
+    is a new steering result: chapter 4b must not read the old one as it (the key once named only
+    the search's penalty and iterations, and the CNN's settings instead of the judge's)."""
+    from thesis_lib import pretrained
+    from thesis_lib.dream import settings
+
+    effects, transform = settings.EFFECTS, settings.TRANSFORM
+    monkeypatch.setattr(pretrained, "info", lambda net: {"sha256": "a" * 64})
+    key = lambda: realmusic._steering_key(toy_prepared, "mel-free", 16, "metal")   # noqa: E731
+    k = key()
+    assert k == key() and k != realmusic._steering_key(toy_prepared, "mel-free", 16, "metal", penalties=[1.0])
+    for changed in ({"starts": ()}, {"eq_bands_hz": (100.0, 1000.0)}, {"confidence": None}):
+        monkeypatch.setattr(settings, "EFFECTS", replace(effects, **changed))
+        assert key() != k, changed
+    monkeypatch.setattr(settings, "EFFECTS", effects)
+    assert key() == k
+    monkeypatch.setattr(settings, "TRANSFORM", replace(transform, steer_iterations=5))
+    assert key() != k
+    monkeypatch.setattr(settings, "TRANSFORM", transform)
+    monkeypatch.setattr(realmusic, "model_identity", lambda model: {"probe_fit": "unweighted"})
+    assert key() != k                                   # the judge (log-mel baseline) fitted another way
+    monkeypatch.setattr(pretrained, "info", lambda net: {"sha256": "b" * 64})
+    assert realmusic._steering_key(toy_prepared, "mel-free", 16, "metal") != k
+
+
 def test_cached_crossval_runs_once_and_names_the_wrong_tracks(toy_prepared, cache):
     s = replace(TrainSettings.recommended("baseline"), device="cpu")
     rep, reused = realmusic.cached_crossval(toy_prepared, s, 2)

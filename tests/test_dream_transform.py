@@ -17,7 +17,7 @@ from thesis_lib.config import THESIS
 from thesis_lib.dream import DreamError
 from thesis_lib.dream.measures import (audio_problems, describe, envelope_correlation, log_spectral_distance,
                                  ltas_distance, snr_db, spectral_flatness)
-from thesis_lib.dream.transform import (TRANSFORM, gatys_transfer, gram_capacity, gram_separability, invert,
+from thesis_lib.dream.transform import (TRANSFORM, gatys_transfer, gram_capacity, gram_separability,
                                   invert_layers, steer, steer_many)
 
 TINY_STFT = replace(AUDIO_STYLE, filters=32, iterations=FEW, griffin_lim_iterations=8)

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest import tone_track, write_track
-from thesis_lib.checkpoint import save_model
 from thesis_lib.cli import main
 from thesis_lib.config import THESIS
 from thesis_lib.data import split_dataset

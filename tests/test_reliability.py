@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 
 from thesis_lib.audio import find_audio
-from thesis_lib.config import THESIS
 from thesis_lib.data import DatasetError, find_tracks, prepare_dataset
 
 from conftest import TRACK_SECONDS, tone_track, write_track

@@ -251,18 +251,23 @@ def _steering_setup(ds: PreparedDataset, net: str, target: str, clips: int, quie
 
 
 def _search_settings() -> dict:
-    """The effect search's defaults that decide a steering result (a change of them is a new result)."""
-    from ..dream.settings import EFFECTS
+    """Every setting that decides a steering result, so a change of any is a new result: the
+    whole effect search (its controls, starts, EQ bands, penalty and relaxing) and the sample-level
+    steering it is compared with."""
+    from ..dream import settings
 
-    return {k: getattr(EFFECTS, k) for k in ("iterations", "penalty", "confidence", "relax_factor", "relaxations")}
+    return {"effects": asdict(settings.EFFECTS),
+            "samples": {k: getattr(settings.TRANSFORM, k) for k in ("steer_iterations", "steer_content_weight")}}
 
 
 def _steering_key(ds: PreparedDataset, net: str, clips: int, target: str, **more) -> str:
+    """The steering results' key: the data, the judge's fit (the log-mel baseline's settings and
+    probe fit), the shipped net's weights, the clips, :func:`_search_settings` and ``more``."""
     from .. import pretrained
 
-    return cache_key(ds, TrainSettings.recommended("mel"),
+    return cache_key(ds, TrainSettings.recommended("baseline"),
                      {"steer": net, "clips": clips, "target": target,
-                      "net_sha256": pretrained.info(net)["sha256"], **more})
+                      "net_sha256": pretrained.info(net)["sha256"], "search": _search_settings(), **more})
 
 
 def _shipped_net_data(ds: PreparedDataset, net: str) -> bool:
@@ -311,7 +316,7 @@ def real_steering(ds: PreparedDataset, clips: int = 16, target: str = "metal", n
                          "sample_rate": model.cfg.sample_rate,
                          "original": np.round(e.original, 4).tolist(), "audio": np.round(e.audio, 4).tolist()}}
 
-    return _cached("steer", _steering_key(ds, net, clips, target, effects=_search_settings()), compute)
+    return _cached("steer", _steering_key(ds, net, clips, target), compute)
 
 
 def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03), clips: int = 16,
@@ -320,7 +325,6 @@ def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (
     each with no relaxing toward a confidence (cached): :func:`~thesis_lib.dream.effects.steering_strength`'s
     rows; ``None`` for other data."""
     from ..dream.effects import steering_strength
-    from ..dream.settings import EFFECTS
 
     if not _shipped_net_data(ds, net):
         return None
@@ -331,5 +335,4 @@ def real_steering_strength(ds: PreparedDataset, penalties: tuple[float, ...] = (
         return {"rows": steering_strength(model, styles, x, styles.index(target), judge, tuple(penalties),
                                           progress=False), "net": net, "judge": judge.name}
 
-    return _cached("strength", _steering_key(ds, net, clips, target, penalties=list(penalties),
-                                             iterations=EFFECTS.iterations), compute)
+    return _cached("strength", _steering_key(ds, net, clips, target, penalties=list(penalties)), compute)
