@@ -391,6 +391,34 @@ def test_crossval_never_tests_a_training_track(three_styles, tmp_path, monkeypat
     assert all(0 <= r["clip_accuracy"] <= 1 and r["clips"] > 0 for r in votes)
 
 
+def test_repeated_crossval_is_each_dealing_of_its_seed_and_reports_over_all(three_styles, tmp_path):
+    """``repeats=2`` is the dealings of seeds 0 and 1, exactly as two runs at those seeds give them,
+    and its means are over all 2 × K folds."""
+    s = replace(TrainSettings.recommended("baseline"), device="cpu")
+    quiet = dict(progress=False, log=lambda m: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = crossval(three_styles, s, 3, tmp_path / "cv", repeats=2, **quiet)
+        one, other = crossval(three_styles, s, 3, **quiet), crossval(three_styles, replace(s, seed=1), 3, **quiet)
+    assert len(both["folds"]) == 6 and [f["repeat"] for f in both["folds"]] == [1, 1, 1, 2, 2, 2]
+    assert [f["seed"] for f in both["folds"]] == [0, 0, 0, 1, 1, 1]
+    for mine, alone in zip(both["folds"], one["folds"] + other["folds"]):
+        assert mine["test_tracks"] == alone["test_tracks"]
+        assert mine["clip_accuracy"] == pytest.approx(alone["clip_accuracy"])
+    assert [f["test_tracks"] for f in one["folds"]] != [f["test_tracks"] for f in other["folds"]]  # another dealing
+    assert both["clip_accuracy_mean"] == pytest.approx(np.mean([one["clip_accuracy_mean"],
+                                                                other["clip_accuracy_mean"]]))
+    assert [d["seed"] for d in both["repeats"]] == [0, 1]
+    assert both["repeats"][1]["track_accuracy_mean"] == pytest.approx(other["track_accuracy_mean"])
+    wrong = np.asarray(other["track_confusion"])
+    assert both["repeats"][1]["tracks_wrong"] == wrong.sum() - np.trace(wrong)
+    assert np.asarray(both["track_confusion"]).sum() == 2 * len(three_styles.tracks)   # every track twice
+    assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["repeats"] == both["repeats"]
+    assert one["repeats"][0]["seed"] == 0 and len(one["repeats"]) == 1
+    with pytest.raises(ValueError, match="repeats"):
+        crossval(three_styles, s, 3, repeats=0, **quiet)
+
+
 def test_crossval_warns_about_few_test_tracks(toy_prepared, tmp_path):
     with pytest.warns(UserWarning, match="test track"):
         crossval(toy_prepared, replace(TrainSettings.recommended("baseline"), device="cpu"), 2,
@@ -406,6 +434,15 @@ def test_cli_crossval_and_train_models(three_styles, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fold 3/3" in out and "track accuracy" in out
     assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["folds_k"] == 3
+    rc = main(["crossval", "--data", str(three_styles.path), "--folds", "3", "--out", str(tmp_path / "cv2"),
+               "--model", "baseline", "--quiet", "--device", "cpu", "--repeats", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "dealing 2/2 (seed 1)" in out and "dealing with seed 1: clip accuracy" in out
+    assert "over 2 dealings × 3 folds" in out
+    assert len(json.loads((tmp_path / "cv2" / "crossval.json").read_text())["folds"]) == 6
+    for bad in (["--repeats", "0"], ["--folds", "1"]):
+        assert main(["crossval", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), *bad]) == 1
+        assert "at least" in capsys.readouterr().err and not (tmp_path / "x").exists()
     rc = main(["train", "--data", str(three_styles.path), "--out", str(tmp_path / "run"), "--epochs", "1",
                "--batch-size", "4", "--quiet", "--device", "cpu"])
     assert rc == 0

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: as train)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: as train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds, the weights and the shuffles")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="deal the folds this many times (seeds SEED, SEED+1, ...) and report over all of them "
+                        "(default 1); on a small collection which tracks share a fold moves the mean")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--impl", choices=["auto", "fast", "reference"], default="auto",
                    help="thesis-net convolution implementation (as train)")
@@ -323,15 +326,22 @@ def _few_test_tracks(ds, sp) -> list[str]:
 def _cmd_crossval(a) -> int:
     from .crossval import crossval
 
+    if a.folds < 2 or a.repeats < 1:     # before minutes of preparing the collection, not after
+        raise ValueError(f"--folds must be at least 2 and --repeats at least 1, not {a.folds} and {a.repeats}")
     settings = _settings_from_args(a)
     ds = _dataset_for(a.data, a.cache, not a.quiet, settings)
     print(f"cross-validating model {settings.model} ({settings.recipe} recipe) with {a.folds} folds on "
           f"{len(ds.tracks)} tracks", flush=True)
-    log = (lambda m: print(m, flush=True) if m.startswith(("fold", "warning")) else None) if a.quiet else \
+    log = (lambda m: print(m, flush=True) if m.startswith(("fold", "warning", "dealing")) else None) if a.quiet else \
         (lambda m: print(m, flush=True))
-    rep = crossval(ds, settings, a.folds, a.out, progress=not a.quiet, log=log)
-    print(f"clip accuracy  {rep['clip_accuracy_mean']:.3f} ± {rep['clip_accuracy_std']:.3f}\n"
-          f"track accuracy {rep['track_accuracy_mean']:.3f} ± {rep['track_accuracy_std']:.3f}\n"
+    rep = crossval(ds, settings, a.folds, a.out, progress=not a.quiet, log=log, repeats=a.repeats)
+    if a.repeats > 1:
+        for d in rep["repeats"]:
+            print(f"dealing with seed {d['seed']}: clip accuracy {d['clip_accuracy_mean']:.3f}, "
+                  f"track accuracy {d['track_accuracy_mean']:.3f} ({d['tracks_wrong']} tracks voted wrong)")
+    over = f" over {a.repeats} dealings × {a.folds} folds" if a.repeats > 1 else ""
+    print(f"clip accuracy  {rep['clip_accuracy_mean']:.3f} ± {rep['clip_accuracy_std']:.3f}{over}\n"
+          f"track accuracy {rep['track_accuracy_mean']:.3f} ± {rep['track_accuracy_std']:.3f}{over}\n"
           f"{rep['seconds_per_fold']:.0f} s per fold; {a.out / 'crossval.json'}")
     return 0
 

@@ -18,7 +18,12 @@ mean and the spread over folds.
   and (population) standard deviations, the confusion matrices summed over
   folds, the settings and the seconds each fold took; each fold lists its
   test tracks' votes (:func:`track_predictions`), so the tracks it gets wrong
-  can be named.
+  can be named;
+* ``repeats`` (``--repeats R``) deals the folds R times with seeds ``seed``,
+  ``seed + 1``, ... -- repeated cross-validation: the means and spreads are
+  then over all R × K folds, ``repeats`` gives each dealing's means and how
+  many tracks it voted wrong, and the confusion matrices count every clip
+  and track R times.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -86,14 +91,22 @@ def track_predictions(probs: np.ndarray, labels: np.ndarray, tracks: np.ndarray,
 
 
 def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | None = None,
-             progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Cross-validate ``settings`` (a :class:`~thesis_lib.train.TrainSettings`) on ``ds``; see the module doc."""
+             progress: bool = True, log: Callable[[str], None] = print, repeats: int = 1) -> dict:
+    """Cross-validate ``settings`` (a :class:`~thesis_lib.train.TrainSettings`) on ``ds``; see the module doc.
+
+    ``repeats`` > 1 deals the folds again with seeds ``settings.seed + 1``, ``+ 2``, ... (the
+    weights' seed too: repeat ``r`` is exactly ``crossval`` at that seed) and reports over all
+    ``repeats × folds`` folds, with each dealing's means in ``repeats``. Why: which tracks share a
+    fold moves the mean by a track or two on a small collection (chapter 4b); a second dealing
+    shows how much of a difference between two models is that.
+    """
     import torch
 
-    from .predict import clip_probabilities
-    from .robust import prepared_for, train_any
+    from .robust import prepared_for
     from .runtime import select_device
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {repeats}")
     ds = prepared_for(ds, settings, log=log)    # the rate this model reads (16 kHz log-mel); no bar in a page
 
     styles = [s for s, n in ds.clips_per_style().items() if n > 0]
@@ -107,8 +120,52 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
         log(f"warning: {folds} folds but a style has only {per_style.min()} tracks; "
             "some folds test no track of it")
     k = len(styles)
+    results, clip_conf, track_conf, dealings = [], np.zeros((k, k), np.int64), np.zeros((k, k), np.int64), []
+    for r in range(repeats):
+        run = replace(settings, seed=settings.seed + r)
+        if repeats > 1:
+            log(f"dealing {r + 1}/{repeats} (seed {run.seed})")
+        folds_r, cc, tc = _one_dealing(ds, run, folds, styles, track_label, progress, log)
+        for f in folds_r:
+            f.update(repeat=r + 1, seed=run.seed)
+        results += folds_r
+        clip_conf, track_conf = clip_conf + cc, track_conf + tc
+        dealings.append({"seed": run.seed,
+                         "clip_accuracy_mean": float(np.mean([f["clip_accuracy"] for f in folds_r])),
+                         "track_accuracy_mean": float(np.mean([f["track_accuracy"] for f in folds_r])),
+                         "tracks_wrong": int(tc.sum() - np.trace(tc))})
+    clip = np.array([r["clip_accuracy"] for r in results])
+    track = np.array([r["track_accuracy"] for r in results])
+    report = {
+        "format": "thesis_lib.crossval/1", "data": str(ds.report.get("data", ds.path)), "styles": styles,
+        "folds_k": folds, "folds": results,
+        "clip_accuracy_mean": float(clip.mean()), "clip_accuracy_std": float(clip.std()),
+        "track_accuracy_mean": float(track.mean()), "track_accuracy_std": float(track.std()),
+        "repeats": dealings,
+        "confusion": clip_conf.tolist(), "track_confusion": track_conf.tolist(),
+        "seconds_per_fold": float(np.mean([r["seconds"] for r in results])),
+        "settings": asdict(settings), "device": str(select_device(settings.device)),
+        "threads": torch.get_num_threads(),
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        from .train import jsonable
+
+        (out / "crossval.json").write_text(json.dumps(jsonable(report), indent=1, ensure_ascii=False))
+    return report
+
+
+def _one_dealing(ds: PreparedDataset, settings, folds: int, styles: list[str], track_label: np.ndarray,
+                 progress: bool, log: Callable[[str], None]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """The ``folds`` folds dealt with ``settings.seed``: each fold's result, and the clip and track
+    confusion matrices summed over them (every clip and track tested once)."""
+    from .predict import clip_probabilities
+    from .robust import train_any
+    from .runtime import select_device
+
+    k = len(styles)
     fold_tracks = track_folds(track_label, folds, settings.seed)
-    out = Path(out) if out is not None else None
     results, clip_conf, track_conf = [], np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
     all_tracks = np.flatnonzero(track_label >= 0)
     for f, test_tracks in enumerate(fold_tracks):
@@ -116,7 +173,7 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
         assert not np.intersect1d(train_tracks, test_tracks).size
         for w in few_test_tracks(styles, track_label[test_tracks], hint="add tracks or use fewer folds"):
             log(f"warning (fold {f + 1}): {w}")
-            warnings.warn(w, stacklevel=2)
+            warnings.warn(w, stacklevel=3)
         split = Split(np.flatnonzero(np.isin(ds.track_of, train_tracks)),
                       np.flatnonzero(np.isin(ds.track_of, test_tracks)), styles, "track",
                       [f"cross-validation fold {f + 1} of {folds}"])
@@ -141,21 +198,4 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
                         "selected_epoch": m.get("selected_epoch"), "track_predictions": predictions})
         log(f"fold {f + 1}/{folds}: clip accuracy {m['test_accuracy']:.3f}, track accuracy {tacc:.3f}, "
             f"{seconds:.0f} s")
-    clip = np.array([r["clip_accuracy"] for r in results])
-    track = np.array([r["track_accuracy"] for r in results])
-    report = {
-        "format": "thesis_lib.crossval/1", "data": str(ds.report.get("data", ds.path)), "styles": styles,
-        "folds_k": folds, "folds": results,
-        "clip_accuracy_mean": float(clip.mean()), "clip_accuracy_std": float(clip.std()),
-        "track_accuracy_mean": float(track.mean()), "track_accuracy_std": float(track.std()),
-        "confusion": clip_conf.tolist(), "track_confusion": track_conf.tolist(),
-        "seconds_per_fold": float(np.mean([r["seconds"] for r in results])),
-        "settings": asdict(settings), "device": str(select_device(settings.device)),
-        "threads": torch.get_num_threads(),
-    }
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        from .train import jsonable
-
-        (out / "crossval.json").write_text(json.dumps(jsonable(report), indent=1, ensure_ascii=False))
-    return report
+    return results, clip_conf, track_conf
