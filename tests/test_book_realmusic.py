@@ -88,6 +88,10 @@ def test_cached_crossval_runs_once_and_names_the_wrong_tracks(toy_prepared, cach
     again, reused = realmusic.cached_crossval(toy_prepared, s, 2)
     assert reused and again["clip_accuracy_mean"] == pytest.approx(rep["clip_accuracy_mean"])
     assert len(list((cache / "book").glob("cv-*/cv.json"))) == 1
+    dealt, reused = realmusic.cached_crossval(toy_prepared, s, 2, repeats=2)    # another result, cached apart
+    assert not reused and len(dealt["folds"]) == 4 and [d["seed"] for d in dealt["repeats"]] == [0, 1]
+    assert dealt["folds"][0]["test_tracks"] == rep["folds"][0]["test_tracks"]
+    assert len(list((cache / "book").glob("cv-*/cv.json"))) == 2
     # a report with one wrong track, surest first
     fake = {"folds": [{"fold": 1, "track_predictions": [
         {"track": "a/x.wav", "style": "a", "predicted": "b", "probability": 0.6, "clips": 2, "clip_accuracy": 0.0},

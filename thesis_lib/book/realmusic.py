@@ -136,21 +136,25 @@ def _cached(name: str, key: str, compute) -> tuple[dict, bool]:
     return result, False
 
 
-def cached_crossval(ds: PreparedDataset, settings: TrainSettings, folds: int, log=None) -> tuple[dict, bool]:
+def cached_crossval(ds: PreparedDataset, settings: TrainSettings, folds: int, log=None,
+                    repeats: int = 1) -> tuple[dict, bool]:
     """:func:`thesis_lib.crossval.crossval` of ``settings`` on ``ds``, from the cache or run now; (report, reused).
 
-    The report's ``warnings`` lists what crossval warned (a style with few test tracks, say).
+    ``repeats`` > 1: the folds dealt that many times (repeated cross-validation). The report's
+    ``warnings`` lists what crossval warned (a style with few test tracks, say).
     """
     from ..crossval import crossval
 
     def compute() -> dict:
         with warnings.catch_warnings(record=True) as caught:   # kept in the report, not printed
             warnings.simplefilter("always")
-            rep = crossval(ds, settings, folds, progress=log is not None, log=log or (lambda m: None))
+            rep = crossval(ds, settings, folds, progress=log is not None, log=log or (lambda m: None),
+                           repeats=repeats)
         rep["warnings"] = sorted({str(w.message) for w in caught})
         return rep
 
-    return _cached("cv", cache_key(ds, settings, {"folds": folds}), compute)
+    dealt = {"repeats": repeats} if repeats > 1 else {}     # one dealing: the key it always had
+    return _cached("cv", cache_key(ds, settings, {"folds": folds, **dealt}), compute)
 
 
 def crossval_table(reports: dict[str, dict]) -> list[dict]:
