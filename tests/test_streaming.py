@@ -133,3 +133,92 @@ def test_dream_clip_is_the_old_clip(tmp_path):
     y = audio.peak_normalize(old_load_audio(path))
     for offset, start in ((None, (y.size - THESIS.clip_samples) // 2), (2.0, 2 * THESIS.sample_rate)):
         assert np.array_equal(load_clip(path, offset), y[start:start + THESIS.clip_samples])
+
+
+def test_channels_in_opposite_phase_are_read_from_the_first(tmp_path, monkeypatch):
+    """Left = -right (a tracker's surround panning): the mean of the channels is silence plus
+    rounding, which peak normalisation would blow up into noise. The first channel is read instead,
+    and the notes say why; ordinary stereo keeps the thesis's mean of the channels."""
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 10_007)
+    left = music(12, 44_100, 1)[:, 0]
+    path = write_track(tmp_path / "surround.wav", np.stack([left, -left], 1), 44_100)
+    alone = write_track(tmp_path / "left.wav", left[:, None], 44_100)
+    with decode_track(path) as t, decode_track(alone) as ref:
+        assert np.array_equal(t.read(), ref.read()) and t.peak == ref.peak
+        assert any(n.startswith("its channels cancel in a mono mix") and "first channel" in n for n in t.notes)
+    partly = np.stack([left, -0.9 * left], 1)          # 26 dB below its channels: still cancels
+    with decode_track(write_track(tmp_path / "partly.wav", partly, 44_100)) as t:
+        assert any("cancel" in n for n in t.notes)
+    wide = music(12, 44_100, 2)                        # two different channels: the mean, no note
+    path = write_track(tmp_path / "wide.wav", wide, 44_100)
+    with decode_track(path) as t:
+        assert t.notes == [] and np.array_equal(t.read(), old_load_audio(path))
+    wide_anti = np.stack([wide[:, 0], -0.5 * wide[:, 0] + wide[:, 1]], 1)   # partly opposite, mostly not
+    with decode_track(write_track(tmp_path / "anti.wav", wide_anti, 44_100)) as t:
+        assert t.notes == []
+
+
+def _tracker_module(path, orders=2, period=428):
+    """A ProTracker module ("M.K.", 4 channels): one square-wave instrument, a note every fourth row
+    of one 64-row pattern played ``orders`` times -- 7.68 s a pattern at the default speed 6, tempo 125."""
+    import struct
+
+    wave = (np.sign(np.sin(2 * np.pi * np.arange(32) / 32)) * 100).astype(np.int8)
+    instrument = b"square".ljust(22, b"\0") + struct.pack(">HBBHH", len(wave) // 2, 0, 64, 0, len(wave) // 2)
+    empty = b"\0" * 22 + struct.pack(">HBBHH", 0, 0, 0, 0, 1)
+    pattern = bytearray(1024)                          # 64 rows x 4 channels x 4 bytes
+    for row in range(0, 64, 4):
+        pattern[16 * row:16 * row + 4] = bytes([period >> 8, period & 0xFF, 1 << 4, 0])   # instrument 1
+    path.write_bytes(b"thesis test".ljust(20, b"\0") + instrument + empty * 30 + bytes([orders, 127])
+                     + bytes(128) + b"M.K." + bytes(pattern) + wave.tobytes())
+    return path
+
+
+def _ffmpeg_renders_modules() -> bool:
+    if not HAVE_FFMPEG:
+        return False
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-formats"], capture_output=True, text=True).stdout
+    return "libopenmpt" in out
+
+
+@pytest.mark.skipif(not _ffmpeg_renders_modules(), reason="needs ffmpeg with libopenmpt")
+def test_tracker_modules_are_music(tmp_path):
+    """Much free game music ships as tracker modules (.mod/.xm/.s3m/.it): ffmpeg renders them once
+    through the song, and a collection folder counts them as tracks."""
+    from thesis_lib.data import find_tracks
+
+    (tmp_path / "game").mkdir()
+    mod = _tracker_module(tmp_path / "game" / "tune.mod")
+    with decode_track(mod, 16_000) as t:
+        y = t.read()
+        assert 15.0 < t.seconds < 17.0                 # two patterns of 7.68 s, played once, a short tail
+        assert t.notes == ["decoded by ffmpeg (a format soundfile cannot read)"]
+        assert np.isfinite(y).all() and t.peak > 0.05
+        assert np.mean(np.abs(y[: 16_000 * 7])) > 0.01  # sound, not silence, all along the first pattern
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tune.xm").write_bytes(mod.read_bytes())   # libopenmpt reads the content, not the name
+    found = find_tracks(tmp_path)
+    assert [p.name for p in found.tracks["game"]] == ["tune.mod"] and found.tracks["other"][0].suffix == ".xm"
+
+
+def test_a_module_ffmpeg_cannot_render_says_what_is_missing(tmp_path, monkeypatch):
+    path = tmp_path / "tune.it"
+    path.write_bytes(b"IMPM" + bytes(200))
+    monkeypatch.setattr(audio, "_ffmpeg_blocks", lambda p: (_ for _ in ()).throw(
+        AudioError(p, "ffmpeg finds no audio stream (Invalid data found when processing input)")))
+    with pytest.raises(AudioError, match="tracker module needs an ffmpeg built with libopenmpt") as info:
+        load_audio(path)
+    assert "tune.it" in str(info.value)
+
+
+def test_preparation_names_a_track_read_from_its_first_channel(tmp_path):
+    from thesis_lib.data import describe_report, prepare_dataset
+
+    for style, sign in (("a", 1.0), ("b", -1.0)):
+        (tmp_path / "music" / style).mkdir(parents=True)
+        left = music(70, 16_000, 1, seed=1 if style == "a" else 2)[:, 0]
+        write_track(tmp_path / "music" / style / "t.wav", np.stack([left, sign * left], 1), 16_000)
+    ds = prepare_dataset(tmp_path / "music", tmp_path / "prep", jobs=1, progress=False)
+    summary = describe_report(ds)
+    assert "used, from its first channel: b/t.wav: its channels cancel in a mono mix" in summary
+    assert "a/t.wav" not in summary and ds.report["n_tracks"] == 2 and not ds.report["skipped"]

@@ -18,7 +18,13 @@ import soundfile as sf
 
 from .config import SILENCE, THESIS, ThesisConfig
 
-AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".flac", ".wav", ".aif", ".aiff", ".m4a", ".opus")
+MODULE_EXTENSIONS = (".mod", ".xm", ".s3m", ".it")
+"""Tracker modules (ProTracker, FastTracker 2, Scream Tracker 3, Impulse Tracker): notes and
+instrument samples that a player renders, the way much free game music is shipped (Pingus's,
+for one). libsndfile cannot read them; ffmpeg renders them with libopenmpt (Debian's and
+Ubuntu's ffmpeg are built with it), once through the song."""
+
+AUDIO_EXTENSIONS = (".mp3", ".ogg", ".oga", ".flac", ".wav", ".aif", ".aiff", ".m4a", ".opus", *MODULE_EXTENSIONS)
 """File endings that preparation treats as music; anything else is ignored."""
 
 
@@ -164,6 +170,12 @@ def find_audio(folder: str | Path) -> list[Path]:
 BLOCK_FRAMES = 1 << 16
 """Frames decoded per block (65,536: 1.5 s of 44.1 kHz audio, 2 MB for 8 float32 channels)."""
 
+MONO_CANCELLATION_DB = 20.0
+"""A mono mix this many dB below its channels (each channel's power, averaged) means the channels
+cancel: they carry the music in opposite phase (a tracker module's "surround" panning, a
+wrongly wired recording). Uncorrelated channels mix 3 dB down, identical ones 0 dB; such a
+track is read from its first channel instead (:func:`decode_track` notes it)."""
+
 _SOXR_QUALITY = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ", "soxr_qq": "QQ"}
 
 
@@ -303,11 +315,13 @@ def _ffmpeg_blocks(path: Path) -> tuple[int, Iterator[np.ndarray]]:
 
 
 def _resampled(blocks: Iterator[np.ndarray], rate: int, sample_rate: int, quality: str,
-               path: Path) -> Iterator[tuple[np.ndarray, int]]:
-    """Downmix each block to mono (the mean of the channels) and resample it as a stream.
+               path: Path, channel: int | None = None,
+               energy: dict[str, float] | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """Downmix each block to mono (the mean of the channels, or only ``channel``) and resample it as a stream.
 
     Yields ``(mono block at sample_rate, input frames so far)``; raises
-    :class:`AudioError` at the first block whose samples are not finite.
+    :class:`AudioError` at the first block whose samples are not finite. ``energy``, if given,
+    sums the power of the mix (``"mix"``) and the channels' mean power (``"channels"``).
     """
     import soxr
 
@@ -320,7 +334,13 @@ def _resampled(blocks: Iterator[np.ndarray], rate: int, sample_rate: int, qualit
             raise AudioError(path, f"its samples are not finite (NaN or infinite values, the first at "
                                    f"{bad / rate:.2f} s): the file is damaged or was written wrongly")
         seen += len(b)
-        mono = b[:, 0] if b.shape[1] == 1 else np.mean(b.T, axis=0)     # as librosa.to_mono
+        if channel is not None or b.shape[1] == 1:
+            mono = b[:, channel or 0]
+        else:
+            mono = np.mean(b.T, axis=0)     # as librosa.to_mono
+            if energy is not None:
+                energy["mix"] += float(np.dot(mono, mono))
+                energy["channels"] += float(np.einsum("ij,ij->", b, b)) / b.shape[1]
         yield (mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono))), seen
     if stream is not None:
         yield stream.resample_chunk(np.zeros(0, np.float32), last=True), seen
@@ -353,33 +373,15 @@ def decode_track(path: str | Path, sample_rate: int = THESIS.sample_rate,
     quality = _SOXR_QUALITY[res_type]
     store = tempfile.TemporaryFile(prefix="thesis_lib-track-")
     try:
-        notes: list[str] = []
-        header_frames = None
-        try:
-            rate, header_frames, blocks = _soundfile_blocks(path)
-            n, peak, frames = _spill(_resampled(blocks, rate, sample_rate, quality, path), store)
-        except AudioError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - libsndfile failed: let ffmpeg try from the start
-            sf_reason = _first_line(exc)
-            unsupported = header_frames is None and "format not recognised" in sf_reason.lower()
+        energy = {"mix": 0.0, "channels": 0.0}
+        rate, n, peak, frames, notes = _decode_into(store, path, sample_rate, quality, None, energy)
+        if energy["channels"] > 0 and energy["mix"] < energy["channels"] * 10 ** (-MONO_CANCELLATION_DB / 10):
+            below = 10 * np.log10(energy["channels"] / max(energy["mix"], 1e-30))
             store.seek(0)
             store.truncate()
-            try:
-                rate, blocks = _ffmpeg_blocks(path)
-                n, peak, frames = _spill(_resampled(blocks, rate, sample_rate, quality, path), store)
-            except AudioError as ff:
-                if ff.reason.startswith("its samples are not finite"):
-                    raise
-                raise AudioError(path, f"cannot decode audio (soundfile: {sf_reason}; {ff.reason}); "
-                                       "is it a real mp3/ogg/flac/wav file?") from None
-            if unsupported:
-                notes.append("decoded by ffmpeg (a format soundfile cannot read)")
-            else:
-                notes.append(f"decoded by ffmpeg after soundfile failed: {sf_reason}; the file may be damaged")
-            if header_frames and frames < header_frames:
-                notes.append(f"truncated: its header promises {header_frames / rate:.1f} s, "
-                             f"only {frames / rate:.1f} s could be decoded")
+            rate, n, peak, frames, notes = _decode_into(store, path, sample_rate, quality, 0, None)
+            notes.append(f"its channels cancel in a mono mix ({below:.0f} dB below the channels: opposite "
+                         "phase, as a tracker's surround panning gives); the first channel was used")
         if n == 0:
             raise AudioError(path, "decoded to zero samples")
         if rate != sample_rate:  # librosa.resample's fix_length: exactly ceil(frames * ratio) samples
@@ -400,6 +402,44 @@ def decode_track(path: str | Path, sample_rate: int = THESIS.sample_rate,
     except BaseException:
         store.close()
         raise
+
+
+def _decode_into(store, path: Path, sample_rate: int, quality: str, channel: int | None,
+                 energy: dict[str, float] | None) -> tuple[int, int, float, int, list[str]]:
+    """Decode ``path`` into ``store`` with soundfile, else ffmpeg from the start (see :func:`decode_track`):
+    ``(file rate, samples written, peak, input frames, notes)``."""
+    notes: list[str] = []
+    header_frames = None
+    try:
+        rate, header_frames, blocks = _soundfile_blocks(path)
+        n, peak, frames = _spill(_resampled(blocks, rate, sample_rate, quality, path, channel, energy), store)
+    except AudioError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile failed: let ffmpeg try from the start
+        sf_reason = _first_line(exc)
+        unsupported = header_frames is None and "format not recognised" in sf_reason.lower()
+        store.seek(0)
+        store.truncate()
+        if energy is not None:
+            energy.update(mix=0.0, channels=0.0)
+        try:
+            rate, blocks = _ffmpeg_blocks(path)
+            n, peak, frames = _spill(_resampled(blocks, rate, sample_rate, quality, path, channel, energy), store)
+        except AudioError as ff:
+            if ff.reason.startswith("its samples are not finite"):
+                raise
+            hint = ("a tracker module needs an ffmpeg built with libopenmpt (`ffmpeg -formats` lists "
+                    "it; Debian's and Ubuntu's are)" if path.suffix.lower() in MODULE_EXTENSIONS
+                    else "is it a real mp3/ogg/flac/wav file?")
+            raise AudioError(path, f"cannot decode audio (soundfile: {sf_reason}; {ff.reason}); {hint}") from None
+        if unsupported:
+            notes.append("decoded by ffmpeg (a format soundfile cannot read)")
+        else:
+            notes.append(f"decoded by ffmpeg after soundfile failed: {sf_reason}; the file may be damaged")
+        if header_frames and frames < header_frames:
+            notes.append(f"truncated: its header promises {header_frames / rate:.1f} s, "
+                         f"only {frames / rate:.1f} s could be decoded")
+    return rate, n, peak, frames, notes
 
 
 def _spill(chunks: Iterator[tuple[np.ndarray, int]], store) -> tuple[int, float, int]:

@@ -438,6 +438,10 @@ def describe_report(ds: PreparedDataset) -> str:
         lines.append(f"skipped {item['file']}: {item['reason']}")
     for item in ds.report.get("damaged", []):
         lines.append(f"used, but damaged: {item['file']}: {'; '.join(item['notes'])}")
+    for item in ds.report.get("used", []):
+        cancel = [n for n in item.get("notes", []) if n.startswith("its channels cancel")]
+        if cancel:
+            lines.append(f"used, from its first channel: {item['file']}: {cancel[0]}")
     for item in ds.report.get("ignored", []):
         if isinstance(item, dict) and not item.get("reason", "").startswith(("AppleDouble", "Finder", "hidden")):
             lines.append(f"ignored {item['file']}: {item['reason']}")
