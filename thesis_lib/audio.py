@@ -357,7 +357,9 @@ def decode_track(path: str | Path, sample_rate: int = THESIS.sample_rate,
     ``librosa.load`` used); the output has ``ceil(frames * sample_rate / rate)``
     samples, as librosa's resampling gave, and equals its samples. Raises
     :class:`AudioError` naming the file for an empty, unreadable or
-    undecodable file and for one whose samples are not finite.
+    undecodable file and for one whose samples are not finite. A file whose
+    channels cancel in the mix (more than :data:`MONO_CANCELLATION_DB` below
+    them) is decoded again from its first channel, and ``notes`` say so.
     """
     import tempfile
 
