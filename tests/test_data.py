@@ -49,6 +49,8 @@ def test_bad_tracks_are_skipped_and_reported(tmp_path):
     write_track(root / "b" / "silence.wav", np.zeros((8000 * 70, 1), np.float32), 8000)
     write_track(root / "b" / "short.wav", tone_track(300, 20.0))
     (root / "b" / "cover.jpg").write_bytes(b"\xff\xd8")
+    (root / "b" / "theme.MID").write_bytes(b"MThd\0\0\0\x06\0\0\0\x01\0\x60")
+    (root / "tune.mid").write_bytes(b"MThd")
     ds = prepare_dataset(root, tmp_path / "prep", progress=False, jobs=2)
     skipped = {s["file"]: s["reason"] for s in ds.report["skipped"]}
     assert set(skipped) == {"a/empty.mp3", "a/readme.mp3", "b/corrupt.ogg", "b/silence.wav", "b/short.wav"}
@@ -57,7 +59,11 @@ def test_bad_tracks_are_skipped_and_reported(tmp_path):
     assert ds.tracks_per_style() == {"a": 2, "b": 2}
     assert "gööd twö ♪.flac" in " ".join(ds.tracks)
     report = json.loads((tmp_path / "prep" / "report.json").read_text())
-    assert report["ignored"] == [{"file": "b/cover.jpg", "reason": "not an audio file (extension '.jpg')"}]
+    ignored = {i["file"]: i["reason"] for i in report["ignored"]}
+    assert ignored.pop("b/cover.jpg") == "not an audio file (extension '.jpg')"
+    for midi in ("b/theme.MID", "tune.mid"):          # inside a style or beside them: the same hint
+        assert ignored.pop(midi).startswith("a MIDI file: notes, not sound; render it to WAV first")
+    assert not ignored
     assert {u["file"] for u in report["used"]} == set(ds.tracks)
 
 

@@ -48,6 +48,19 @@ def is_audio_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in AUDIO_EXTENSIONS
 
 
+def not_audio_reason(name: str) -> str:
+    """Why a file called ``name`` is not taken as a track (its ending is not in :data:`AUDIO_EXTENSIONS`).
+
+    MIDI gets a hint of its own: game soundtracks often ship it, and it holds notes, not sound --
+    it must be rendered with instruments (a SoundFont) before anything can hear it.
+    """
+    suffix = Path(name).suffix.lower()
+    if suffix in (".mid", ".midi"):
+        return ("a MIDI file: notes, not sound; render it to WAV first, e.g. "
+                "`fluidsynth -ni -F song.wav SOUNDFONT.sf2 song.mid`, and put the WAV in its place")
+    return f"not an audio file (extension {Path(name).suffix or 'none'!r})"
+
+
 def junk_reason(name: str) -> str | None:
     """Why a file called ``name`` is not a track though it may look like one; ``None`` if it may be."""
     if name in JUNK_NAMES:
@@ -140,7 +153,7 @@ def scan_audio(folder: str | Path, root=None, seen: set | None = None) -> AudioS
             elif junk_reason(e.name):
                 scan.ignored.append((p, junk_reason(e.name)))
             elif Path(e.name).suffix.lower() not in AUDIO_EXTENSIONS:
-                scan.ignored.append((p, f"not an audio file (extension {Path(e.name).suffix or 'none'!r})"))
+                scan.ignored.append((p, not_audio_reason(e.name)))
             elif link and any(_inside(target, r) for r in roots_real):
                 scan.ignored.append((p, "link to a file inside the data folder: counted where it is, not here"))
             elif target in seen:

@@ -28,7 +28,8 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import AUDIO_EXTENSIONS, AudioError, decode_track, junk_reason, scan_audio, thesis_clips
+from .audio import (AUDIO_EXTENSIONS, AudioError, decode_track, junk_reason, not_audio_reason, scan_audio,
+                    thesis_clips)
 from .config import THESIS, ThesisConfig
 
 FORMAT = "thesis_lib.prepared/1"
@@ -103,7 +104,7 @@ def find_tracks(root: str | Path) -> TrackList:
             stray += 1
             ignored.append((p, "audio file outside any style folder: put it in ROOT/<style>/"))
         else:
-            ignored.append((p, f"not an audio file (extension {p.suffix or 'none'!r})"))
+            ignored.append((p, not_audio_reason(p.name)))
     tracks: dict[str, list[Path]] = {}
     seen: set = set()
     for d in style_dirs:
