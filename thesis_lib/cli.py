@@ -324,10 +324,9 @@ def _few_test_tracks(ds, sp) -> list[str]:
 
 
 def _cmd_crossval(a) -> int:
-    from .crossval import crossval
+    from .crossval import check_folds, crossval
 
-    if a.folds < 2 or a.repeats < 1:     # before minutes of preparing the collection, not after
-        raise ValueError(f"--folds must be at least 2 and --repeats at least 1, not {a.folds} and {a.repeats}")
+    check_folds(a.folds, a.repeats)      # before minutes of preparing the collection, not after
     settings = _settings_from_args(a)
     ds = _dataset_for(a.data, a.cache, not a.quiet, settings)
     print(f"cross-validating model {settings.model} ({settings.recipe} recipe) with {a.folds} folds on "

@@ -42,11 +42,17 @@ from .data import DatasetError, PreparedDataset, Split
 MIN_TEST_TRACKS = 3
 
 
+def check_folds(folds: int, repeats: int = 1) -> None:
+    """``ValueError`` unless there are at least 2 folds dealt at least once (the CLI asks before preparing)."""
+    if folds < 2 or repeats < 1:
+        raise ValueError(f"cross-validation needs at least 2 folds and at least 1 dealing (repeats), "
+                         f"not {folds} folds and {repeats}")
+
+
 def track_folds(track_style: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
     """Test tracks of each of ``k`` folds (sorted track indices); every track in exactly one fold."""
     track_style = np.asarray(track_style)
-    if k < 2:
-        raise ValueError(f"need at least 2 folds, not {k}")
+    check_folds(k)
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
     dealt = 0
@@ -105,8 +111,7 @@ def crossval(ds: PreparedDataset, settings, folds: int = 4, out: str | Path | No
     from .robust import prepared_for
     from .runtime import select_device
 
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, not {repeats}")
+    check_folds(folds, repeats)   # before the collection is prepared at the model's rate
     ds = prepared_for(ds, settings, log=log)    # the rate this model reads (16 kHz log-mel); no bar in a page
 
     styles = [s for s, n in ds.clips_per_style().items() if n > 0]
