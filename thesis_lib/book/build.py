@@ -16,9 +16,12 @@ the HTML to ``OUT/html``. A failing cell stops the build with its error.
 Chapters run two at a time on a machine with at least two cores (``--jobs``), each
 kernel with its share of the cores as torch threads: most of a chapter's time is
 its kernel starting, imports and single-threaded Python, so the book executes in
-about half the time. A chapter that times the machine says so in its metadata
-(``"thesis_lib": {"run_alone": true}``, chapter 8) and runs afterwards, alone,
-with every core. Chapters share what they compute through the file-locked cache
+about half the time. A chapter that times the machine, or that computes for long
+where its results are not cached yet, says so in its metadata
+(``"thesis_lib": {"run_alone": true}``: chapter 8, and chapter 4b, whose first full
+run cross-validates five models and steers real clips) and runs afterwards, alone,
+with every core: in the pool it would get one core's share of threads for its whole
+run while the other core idles once the short chapters are done. Chapters share what they compute through the file-locked cache
 (:mod:`thesis_lib.book.runs`), so two that need the same run compute it once.
 """
 
@@ -80,7 +83,8 @@ def copy_sources(src: Path, root: Path = ROOT) -> None:
 
 
 def runs_alone(nb: Path) -> bool:
-    """Whether a chapter asks to run alone (it times the machine): ``metadata.thesis_lib.run_alone``."""
+    """Whether a chapter asks to run alone (it times the machine, or computes for long with every core
+    when its results are not cached): ``metadata.thesis_lib.run_alone``."""
     meta = json.loads(nb.read_text()).get("metadata", {})
     return bool(meta.get("thesis_lib", {}).get("run_alone"))
 
