@@ -21,8 +21,9 @@ where its results are not cached yet, says so in its metadata
 (``"thesis_lib": {"run_alone": true}``: chapter 8, and chapter 4b, whose first full
 run cross-validates five models and steers real clips) and runs afterwards, alone,
 with every core: in the pool it would get one core's share of threads for its whole
-run while the other core idles once the short chapters are done. Chapters share what they compute through the file-locked cache
-(:mod:`thesis_lib.book.runs`), so two that need the same run compute it once.
+run while the other core idles once the short chapters are done. Chapters share what
+they compute through the file-locked cache (:mod:`thesis_lib.book.runs`), so two that
+need the same run compute it once.
 """
 
 from __future__ import annotations
