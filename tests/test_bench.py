@@ -41,6 +41,13 @@ def test_bench_writes_every_key(tmp_path, monkeypatch):
         r = b["training"][impl]
         assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
         assert r["gflops"] > 0 and 0 < r["fraction_of_peak"] and r["peak_rss_mb"] > 50
+    # beside each peak, what train's memory check expects of that path at the bench's batch
+    from thesis_lib.train import training_memory
+
+    eager = training_memory(2, "fast", "bf16", compiled=False) / 2 ** 20
+    assert b["training"]["fast-bf16-eager"]["memory_check_mb"] == eager
+    assert b["training"]["reference"]["memory_check_mb"] == training_memory(2, "reference", "fp32") / 2 ** 20
+    assert any("memory check expects" in line for line in lines)
     assert b["training"]["speedup"] > 0 and b["training"]["thesis_titan_x_seconds_per_epoch"] == 11.39
     from thesis_lib.fast import resolve_precision
 

@@ -405,6 +405,16 @@ def run_bench(out: str | Path = "bench.json", quick: bool = False, device: str =
     return result
 
 
+def _memory_check_mb(label: str, batch: int) -> float:
+    """:func:`~thesis_lib.train.training_memory` (MB) for a training row's label ("fast-bf16-eager"):
+    shown beside the measured peak, so a bench run says when the check's table is out of date."""
+    from .train import training_memory
+
+    impl, _, rest = label.partition("-")
+    precision, _, mode = rest.partition("-")
+    return training_memory(batch, impl, precision or "fp32", compiled=mode != "eager") / 2 ** 20
+
+
 def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: int, peak_gflops: float,
                     run, log) -> dict:
     """Seconds per epoch of every training path this device has, each in its own process."""
@@ -427,12 +437,17 @@ def _bench_training(tmp: Path, sizes: BenchSizes, dev: torch.device, threads: in
         r["gflops"] = step_flops * steps / r["seconds_per_epoch"] / 1e9
         r["fraction_of_peak"] = r["gflops"] / peak_gflops
         r["seconds_for_thesis_run"] = r["seconds_per_epoch"] * THESIS.epochs
+        if dev.type == "cpu":     # what train's memory check expects of this path: it must not be below the peak
+            r["memory_check_mb"] = _memory_check_mb(impl, sizes.batch)
         training[impl] = r
         label = impl + (f" ({r['convs']})" if r.get("convs") else "")
         log(f"training {label:24s}: {r['seconds_per_epoch']:7.3f} s/epoch (median of "
             f"{sizes.epochs}: {', '.join(f'{t:.3f}' for t in r['epoch_seconds'])}), "
             f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f} % of peak, "
-            f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+            f"20 epochs {r['seconds_for_thesis_run']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB"
+            + (f" (train's memory check expects {r['memory_check_mb']:.0f} MB, plus the "
+               f"{sizes.clips * THESIS.clip_samples * 4 / 2 ** 20:.0f} MB of memory-mapped clips)"
+               if "memory_check_mb" in r else ""))
     ref, fast = training["reference"], training["fast"]
     training["default"] = resolve_impl("auto", dev)   # what train uses here
     training["default_precision"] = precision = resolve_precision("auto", "auto", dev)
