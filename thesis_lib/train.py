@@ -168,23 +168,25 @@ class NotEnoughMemory(MemoryError):
     """A training run would need more memory than this machine (or its container) has left."""
 
 
-#: Peak resident memory of a process training the thesis net on a CPU, in MB: a fixed part and a
-#: part per clip of the batch (the thesis's 40,000 samples), per implementation and precision, and
-#: for the fast path with its batch norms uncompiled (``"eager"``: runs too short for compiling to
-#: pay, :func:`~thesis_lib.fast.compile_pays`; its plain passes keep other intermediates). The peak
-#: is what a container's limit meets: the fast path's *first* steps, which in bf16 reach about twice
-#: what later steps hold (4.5 GB against 2.4 GB at batch 480), so an estimate of the steady state
-#: lets a run pass the check and then be killed. Measured on this project's 2-core machine (torch
-#: 2.13, seventeenth round): a fresh process, two epochs of three steps at batch 60 and at 480, the
-#: largest anonymous memory sampled every 20 ms plus the libraries' 120 MB (the memory-mapped clips'
-#: pages are clean page cache, which a container reclaims before it kills). Batch 480, four runs
-#: each: reference fp32 2,145-2,190 MB, fast fp32 4,876-5,754, fast bf16 4,582-4,583, eager fp32
-#: 4,390-5,489, eager bf16 4,456-5,152 (the allocator's share varies from run to run; the largest is
-#: kept: ``(largest - fixed) / 480``); batch 60: 651-1,034 MB, under every estimate. The first
-#: measurement (2026-11, two steps: fast fp32 3,228, fast bf16 1,934-2,858) is out of date; what
-#: raised the first steps since was not traced. ``bench`` prints this estimate beside each peak.
-TRAINING_MEMORY_MB = {"fixed": 450.0, ("reference", "fp32"): 3.7, ("fast", "fp32"): 11.1, ("fast", "bf16"): 8.7,
-                      ("fast", "fp32", "eager"): 10.5, ("fast", "bf16", "eager"): 9.8}
+#: Peak resident memory of a process training the thesis net on a CPU, in MB: a fixed part and a part
+#: per clip of the batch (the thesis's 40,000 samples), per implementation and precision, and for the
+#: fast path with its batch norms uncompiled (``"eager"``: runs too short for compiling to pay,
+#: :func:`~thesis_lib.fast.compile_pays`; its plain passes keep other intermediates). The peak is what a
+#: container's limit meets: the fast path's *first* steps, which in bf16 reach about twice what later
+#: steps hold (4.5 GB against 2.4 GB at batch 480), so an estimate of the steady state lets a run pass
+#: the check and then be killed. Measured on this project's 2-core machine (torch 2.13, seventeenth
+#: round): a fresh process, two epochs of three steps at batch 60 and at 480, the largest anonymous
+#: memory sampled every 20 ms plus the libraries' 120 MB (the memory-mapped clips' pages are clean page
+#: cache, which a container reclaims before it kills). Batch 480, four runs each: reference fp32
+#: 2,145-2,190 MB, fast fp32 4,876-5,754, fast bf16 4,582-4,583, eager fp32 4,390-5,489, eager bf16
+#: 4,456-5,152; batch 60: 651-1,034 MB. ``bench`` (a fresh process per path, an epoch of 4,800 clips,
+#: its peak less the 732 MB of mapped clips) then gave 2,290, 4,252, 3,943, 5,643 and 5,177. The
+#: allocator's share varies from run to run, so each entry is the largest seen either way, (largest -
+#: fixed) / 480 rounded up (the reference's to 4.0, which covers its 688 MB at batch 60 too); ``bench``
+#: prints the estimate beside each peak. The first measurement (2026-11, two steps: fast fp32 3,228,
+#: fast bf16 1,934-2,858) was out of date; what raised the first steps since was not traced.
+TRAINING_MEMORY_MB = {"fixed": 450.0, ("reference", "fp32"): 4.0, ("fast", "fp32"): 11.1, ("fast", "bf16"): 8.7,
+                      ("fast", "fp32", "eager"): 10.9, ("fast", "bf16", "eager"): 9.9}
 
 
 def _mb_per_clip(impl: str, precision: str, cfg: ThesisConfig, compiled: bool = True) -> float:
