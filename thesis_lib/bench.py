@@ -149,6 +149,16 @@ def matmul_peak(n: int, device: torch.device, repeats: int = 7) -> dict:
     return {"n": n, "gflops_best": flops / min(times) / 1e9, "gflops_median": flops / float(np.median(times)) / 1e9}
 
 
+def _training_path(label: str) -> tuple[str, str, str, str]:
+    """A training row's label as ``(impl, convs, precision, mode)``: "fast-bf16" is the fast path in
+    bfloat16, "fast-bf16-eager" uncompiled (CUDA step, CPU batch norms), "fast+phase" the older CUDA
+    convolutions; the parts not named are empty strings."""
+    impl, _, precision = label.partition("-")
+    precision, _, mode = precision.partition("-")
+    impl, _, convs = impl.partition("+")
+    return impl, convs, precision, mode
+
+
 def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup: int, impl: str,
                  device: str, threads: int) -> dict:
     """Time ``epochs`` training epochs of ``impl`` on the memory-mapped clips; report peak memory."""
@@ -170,9 +180,7 @@ def _train_child(clips_file: str, n_clips: int, batch: int, epochs: int, warmup:
     torch.manual_seed(0)
     model, opt = new_model(2, TrainSettings.thesis(), THESIS, dev)
     label = impl
-    impl, _, precision = impl.partition("-")        # "fast-bf16": the fast path in bfloat16
-    precision, _, mode = precision.partition("-")   # "fast-bf16-eager": uncompiled (CUDA step, CPU batch norms)
-    impl, _, convs = impl.partition("+")            # "fast+phase": the older CUDA convolutions
+    impl, convs, precision, mode = _training_path(label)
     net = training_module(model, impl, dev, precision or "fp32", compiled=mode != "eager")
     x0 = torch.from_numpy(np.array(clips[:batch])).unsqueeze(1).to(dev)
     y0 = torch.from_numpy(labels[:batch]).to(dev)
@@ -410,8 +418,7 @@ def _memory_check_mb(label: str, batch: int) -> float:
     shown beside the measured peak, so a bench run says when the check's table is out of date."""
     from .train import training_memory
 
-    impl, _, rest = label.partition("-")
-    precision, _, mode = rest.partition("-")
+    impl, _, precision, mode = _training_path(label)
     return training_memory(batch, impl, precision or "fp32", compiled=mode != "eager") / 2 ** 20
 
 
